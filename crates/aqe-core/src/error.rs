@@ -48,7 +48,9 @@ pub enum AqeError {
         got: usize,
     },
     /// An estimator used with a quantizer it is not defined for.
-    #[error("estimator `{estimator}` is only defined for the {expected} quantizer, not `{quantizer}`")]
+    #[error(
+        "estimator `{estimator}` is only defined for the {expected} quantizer, not `{quantizer}`"
+    )]
     Incompatible {
         /// The estimator's name.
         estimator: String,
@@ -63,10 +65,20 @@ pub enum AqeError {
 pub type Result<T> = std::result::Result<T, AqeError>;
 
 /// Checks that `got` has `expected` elements.
-pub(crate) fn check_len(op: &'static str, what: &'static str, expected: usize, got: usize) -> Result<()> {
+pub(crate) fn check_len(
+    op: &'static str,
+    what: &'static str,
+    expected: usize,
+    got: usize,
+) -> Result<()> {
     if expected == got {
         Ok(())
     } else {
-        Err(AqeError::LengthMismatch { op, what, expected, got })
+        Err(AqeError::LengthMismatch {
+            op,
+            what,
+            expected,
+            got,
+        })
     }
 }

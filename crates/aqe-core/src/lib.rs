@@ -29,5 +29,5 @@ pub mod schedule;
 
 pub use error::{AqeError, Result};
 pub use estimator::{AqeBackward, Estimator};
-pub use quantizer::{HardQuantizer, Quantizer};
+pub use quantizer::{HardQuantizer, Pow2Edges, Quantizer, TernaryDelta};
 pub use schedule::{AlphaSchedule, LrSchedule, Progress, ScheduleUnit};
