@@ -1,0 +1,319 @@
+//! Binary GEMM: `out[i, j] = K - 2 * popcount(a_i ^ w_j)` with a fused output transform.
+//!
+//! Bit convention (shared with `bitpack`): `+1 <-> bit 0`, `-1 <-> bit 1`; element `j` of a
+//! `u64` word is bit `j` (LSB first); a row of `K` elements is `ceil(K / 64)` words and pad
+//! bits are zero in both operands, so the popcount over the padded words is exact with the
+//! logical `K`. The activations `a` are `m` such rows (for a conv: one row per output pixel);
+//! the weights are `n` rows, prepared once into [`BinaryWeights`] (8-channel panels, see
+//! `x86/avx512.rs`). Work is split into blocks of output rows; above a work threshold the
+//! blocks run on rayon.
+
+use bitpack::Isa;
+
+use crate::epilogue::{self, Output, valid_mask};
+use crate::error::{KernelError, Result, check_len, mul};
+use crate::reference;
+
+/// Binary weights (`n` rows of `k` one-bit elements) prepared for every ISA's kernel.
+#[derive(Debug, Clone)]
+pub struct BinaryWeights {
+    n: usize,
+    k: usize,
+    kw: usize,
+    rows: Vec<u64>,
+    panels: Vec<u64>,
+}
+
+/// Checks that the pad bits of every row of `k` elements (`kw` words each) are zero.
+pub(crate) fn check_pad_bits(
+    op: &'static str,
+    buffer: &'static str,
+    words: &[u64],
+    rows: usize,
+    k: usize,
+) -> Result<()> {
+    let kw = reference::words(k);
+    if kw == 0 || k.is_multiple_of(64) {
+        return Ok(());
+    }
+    let mask = !valid_mask(k, kw - 1);
+    for r in 0..rows {
+        let idx = r * kw + kw - 1;
+        if words[idx] & mask != 0 {
+            return Err(KernelError::Value {
+                op,
+                buffer,
+                index: idx,
+                value: words[idx] as i64,
+                reason: "pad bits beyond K must be zero",
+            });
+        }
+    }
+    Ok(())
+}
+
+impl BinaryWeights {
+    /// Prepares `n` packed rows of `k` elements (`n * ceil(k / 64)` words, zero pad bits).
+    ///
+    /// # Errors
+    /// [`KernelError::Length`] for a wrong length, [`KernelError::Value`] for non-zero pad
+    /// bits, [`KernelError::Shape`] for `k == 0`.
+    ///
+    /// ```
+    /// use xnor_kernels::BinaryWeights;
+    /// let w = BinaryWeights::new(&[0b1, 0b0], 2, 3).unwrap();
+    /// assert_eq!((w.n(), w.k()), (2, 3));
+    /// assert!(BinaryWeights::new(&[0b1000, 0], 2, 3).is_err()); // pad bit set
+    /// ```
+    pub fn new(w: &[u64], n: usize, k: usize) -> Result<Self> {
+        const OP: &str = "BinaryWeights::new";
+        if k == 0 {
+            return Err(KernelError::Shape {
+                op: OP,
+                reason: "K must be at least 1".into(),
+            });
+        }
+        let kw = reference::words(k);
+        check_len(OP, "w", w.len(), mul(OP, n, kw)?)?;
+        check_pad_bits(OP, "w", w, n, k)?;
+        Ok(Self::with_row_words(w, n, k, kw))
+    }
+
+    /// Prepares rows of `kw` words whose set bits count `k` logical elements in total (the
+    /// conv's per-tap layout has pad bits inside the row); the caller guarantees zero pads.
+    pub(crate) fn with_row_words(w: &[u64], n: usize, k: usize, kw: usize) -> Self {
+        let npanels = n.div_ceil(8);
+        let mut panels = vec![0u64; npanels * kw * 8];
+        for j in 0..n {
+            let (p, lane) = (j / 8, j % 8);
+            for kk in 0..kw {
+                panels[p * kw * 8 + kk * 8 + lane] = w[j * kw + kk];
+            }
+        }
+        BinaryWeights {
+            n,
+            k,
+            kw,
+            rows: w.to_vec(),
+            panels,
+        }
+    }
+
+    /// Number of output channels (rows).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Logical number of elements per row.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Words per row, `ceil(k / 64)`.
+    pub fn words_per_row(&self) -> usize {
+        self.kw
+    }
+
+    /// The row-major packed weights as given.
+    pub fn rows(&self) -> &[u64] {
+        &self.rows
+    }
+
+    /// Accumulator row stride used by the kernels (`n` rounded up to 8).
+    pub(crate) fn n_pad(&self) -> usize {
+        self.n.div_ceil(8) * 8
+    }
+}
+
+/// Resolves an explicit ISA: it must be available on this CPU.
+pub(crate) fn resolve(isa: Isa) -> Result<Isa> {
+    Ok(isa.require("argument")?)
+}
+
+/// Computes `rows` rows of `a` (`kw` words each, contiguous) against all of `w` into `acc`
+/// (row stride `w.n_pad()`), with the given (available) ISA.
+pub(crate) fn binary_block(isa: Isa, a: &[u64], rows: usize, w: &BinaryWeights, acc: &mut [i32]) {
+    let kw = w.kw;
+    let n_pad = w.n_pad();
+    assert!(a.len() >= rows * kw && acc.len() >= rows * n_pad);
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            // SAFETY: `isa` was checked available; the assert above bounds a and acc (one
+            // segment of kw words per row), and the panels hold n_pad / 8 panels of kw * 8
+            // words.
+            unsafe {
+                crate::x86::avx512::binary_rows(
+                    a.as_ptr(),
+                    &[0],
+                    kw,
+                    kw,
+                    rows,
+                    w.k as i32,
+                    w.panels.as_ptr(),
+                    n_pad / 8,
+                    acc.as_mut_ptr(),
+                    n_pad,
+                )
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            // SAFETY: as for the AVX-512 arm.
+            unsafe {
+                crate::x86::avx2::binary_rows(
+                    a.as_ptr(),
+                    kw,
+                    rows,
+                    kw,
+                    w.k as i32,
+                    w.panels.as_ptr(),
+                    n_pad / 8,
+                    acc.as_mut_ptr(),
+                    n_pad,
+                )
+            }
+        }
+        _ => reference::binary_rows(a, kw, rows, w.k, &w.rows, w.n, acc, n_pad),
+    }
+}
+
+/// AVX-512 block whose rows are read in place as segments: row `i` is the concatenation of
+/// `a[offs[s] + i * a_stride ..][..seg_len]` for each segment `s` (see `x86/avx512.rs`).
+///
+/// # Panics
+/// When a segment would read past `a`, or the segments do not cover the weights' row.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn binary_block_segments_avx512(
+    a: &[u64],
+    offs: &[usize],
+    seg_len: usize,
+    a_stride: usize,
+    rows: usize,
+    w: &BinaryWeights,
+    acc: &mut [i32],
+) {
+    let n_pad = w.n_pad();
+    assert!(Isa::Avx512.is_available() && offs.len() * seg_len == w.kw);
+    assert!(acc.len() >= rows * n_pad);
+    if rows == 0 {
+        return;
+    }
+    for &o in offs {
+        assert!(o + (rows - 1) * a_stride + seg_len <= a.len());
+    }
+    // SAFETY: AVX-512 is available; every segment read is bounded by the asserts above, the
+    // panels hold n_pad / 8 panels of kw * 8 words, acc holds rows * n_pad values.
+    unsafe {
+        crate::x86::avx512::binary_rows(
+            a.as_ptr(),
+            offs,
+            seg_len,
+            a_stride,
+            rows,
+            w.k as i32,
+            w.panels.as_ptr(),
+            n_pad / 8,
+            acc.as_mut_ptr(),
+            n_pad,
+        )
+    }
+}
+
+/// [`binary_block_segments_avx512`] with the fused threshold epilogue: row `r` compares with
+/// `thr[r]` and writes its packed signs (`n_pad / 8` bytes) at `out[r]`.
+///
+/// # Safety
+/// Every `thr[r]` must be valid for `w.n_pad()` `i32` reads and every `out[r]` for
+/// `w.n_pad() / 8` byte writes (and not alias other rows' bytes); `flip` and `valid` must hold
+/// at least `w.n_pad() / 8` bytes (asserted).
+///
+/// # Panics
+/// When a segment would read past `a`, or `thr`/`out` hold fewer than `rows` pointers.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn binary_block_thr_avx512(
+    a: &[u64],
+    offs: &[usize],
+    seg_len: usize,
+    a_stride: usize,
+    rows: usize,
+    w: &BinaryWeights,
+    thr: &[*const i32],
+    out: &[*mut u8],
+    flip: &[u8],
+    valid: &[u8],
+) {
+    let n_pad = w.n_pad();
+    assert!(Isa::Avx512.is_available() && offs.len() * seg_len == w.kw);
+    assert!(thr.len() >= rows && out.len() >= rows && rows <= 32);
+    assert!(flip.len() >= n_pad / 8 && valid.len() >= n_pad / 8);
+    if rows == 0 {
+        return;
+    }
+    for &o in offs {
+        assert!(o + (rows - 1) * a_stride + seg_len <= a.len());
+    }
+    // SAFETY: AVX-512 is available; activation reads are bounded by the asserts above, the
+    // panels hold n_pad / 8 panels of kw * 8 words, and the caller guarantees the threshold
+    // and output pointers.
+    unsafe {
+        crate::x86::avx512::binary_rows_thr(
+            a.as_ptr(),
+            offs,
+            seg_len,
+            a_stride,
+            rows,
+            w.k as i32,
+            w.panels.as_ptr(),
+            n_pad / 8,
+            thr,
+            out,
+            flip.as_ptr(),
+            valid.as_ptr(),
+        )
+    }
+}
+
+/// Binary GEMM with the ISA chosen by [`crate::selected_isa`]: `m` activation rows `a`
+/// (`m * ceil(k / 64)` words, zero pad bits) against `w`, written to `out`.
+///
+/// # Errors
+/// Wrong buffer lengths, non-zero pad bits, or an unusable `XNOR_ISA`.
+///
+/// ```
+/// use xnor_kernels::{binary_gemm, BinaryWeights, Output};
+/// // a = [+1, -1], w rows = [+1, -1] and [-1, -1]  (K = 2)
+/// let w = BinaryWeights::new(&[0b10, 0b11], 2, 2).unwrap();
+/// let mut out = [0i32; 2];
+/// binary_gemm(&[0b10], &w, 1, Output::I32(&mut out)).unwrap();
+/// assert_eq!(out, [2, 0]);
+/// ```
+pub fn binary_gemm(a: &[u64], w: &BinaryWeights, m: usize, out: Output<'_>) -> Result<()> {
+    binary_gemm_with(crate::selected_isa()?, a, w, m, out)
+}
+
+/// [`binary_gemm`] with an explicit ISA (an error if this CPU lacks it).
+///
+/// # Errors
+/// As [`binary_gemm`], plus [`KernelError::Isa`] for an unavailable ISA.
+pub fn binary_gemm_with(
+    isa: Isa,
+    a: &[u64],
+    w: &BinaryWeights,
+    m: usize,
+    out: Output<'_>,
+) -> Result<()> {
+    const OP: &str = "binary_gemm";
+    let isa = resolve(isa)?;
+    let kw = w.kw;
+    check_len(OP, "a", a.len(), mul(OP, m, kw)?)?;
+    check_pad_bits(OP, "a", a, m, w.k)?;
+    out.check(OP, m, w.n)?;
+    let parallel = epilogue::want_parallel(m, m * w.n * kw);
+    epilogue::run(isa, out, m, w.n, w.n_pad(), parallel, |r0, rows, acc| {
+        binary_block(isa, &a[r0 * kw..(r0 + rows) * kw], rows, w, acc);
+    });
+    Ok(())
+}

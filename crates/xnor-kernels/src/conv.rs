@@ -1,0 +1,1201 @@
+//! Binary and int8 conv2d on NHWC activations and OHWI weights, via per-block im2col + GEMM.
+//!
+//! # Algorithm
+//! Output pixels are the GEMM rows (`M = batch * Ho * Wo`), output channels its columns. Blocks
+//! of at most [`crate::ROW_BLOCK`] output pixels are computed by the micro-kernels of
+//! [`crate::binary_gemm`]:
+//! - with AVX-512 and the per-tap layout, runs of *interior* pixels (receptive field inside the
+//!   image) are read in place, one kernel-row segment of `kw * ceil(Cin / 64)` words each;
+//! - border pixels (and everything on other ISAs or with the dense layout) are gathered
+//!   ("packed im2col") into a per-thread buffer reused across blocks and calls;
+//! - a 1x1, stride-1, unpadded conv reads the input in place.
+//!
+//! The result goes through the fused [`Output`] transform. With AVX-512 and
+//! [`Output::Packed`] the threshold comparison happens inside the micro-kernel (zero-padding
+//! correction folded into per-border-case thresholds), so only packed bits are written.
+//!
+//! # Binary layout
+//! Activations: each pixel's `Cin` channels in `ceil(Cin / 64)` words (bit = 1 means -1, pad
+//! bits zero). Weights OHWI: per output channel, taps `(kh, kw)` row-major, each tap
+//! `ceil(Cin / 64)` words. When `Cin < 64` divides 64 (16, 32 as in ResNet-20) the taps are
+//! concatenated densely (`64 / Cin` taps per word) in both operands, so the GEMM does no work on
+//! pad bits; otherwise each tap keeps its own words. Either way pad bits are zero, so
+//! `dot = K - 2 * popcount` with the logical `K = kh * kw * Cin`.
+//!
+//! # Padding rule
+//! [`PadMode::Zero`] (the training layers' rule): a padded position contributes exactly 0.
+//! im2col writes padded taps as +1 (all bits 0), which adds `S(o, t) = sum_c w[o, t, c]` for
+//! each padded tap `t`; the kernel subtracts `sum over padded taps of S(o, t)`, taken from a
+//! table of per-(border case, output channel) corrections built once per call (interior pixels
+//! need none). [`PadMode::One`] treats a padded position as +1 and skips the correction.
+//! Int8 convs pad with the integer 0, which is exact with no correction.
+
+use std::cell::Cell;
+
+use bitpack::Isa;
+
+use crate::binary::{BinaryWeights, binary_block, check_pad_bits, resolve};
+use crate::epilogue::{self, Output, Thresholds};
+use crate::error::{KernelError, Result, check_len, mul};
+use crate::int8::{Int8Weights, check_act_range, int8_block};
+use crate::reference;
+#[cfg(target_arch = "x86_64")]
+use rayon::prelude::*;
+
+/// Value a spatially padded position takes in a binary conv.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PadMode {
+    /// Padded positions contribute 0 (exact, as the training layers define it).
+    #[default]
+    Zero,
+    /// Padded positions are +1 (cheaper: no correction).
+    One,
+}
+
+/// Stride, padding and padding mode of a conv2d.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dConfig {
+    /// Stride in both spatial dimensions.
+    pub stride: usize,
+    /// Padding on each side in both spatial dimensions.
+    pub padding: usize,
+    /// What a padded position contributes (binary convs only).
+    pub pad_mode: PadMode,
+}
+
+impl Default for Conv2dConfig {
+    fn default() -> Self {
+        Conv2dConfig {
+            stride: 1,
+            padding: 0,
+            pad_mode: PadMode::Zero,
+        }
+    }
+}
+
+/// Spatial geometry shared by the binary and int8 convs.
+#[derive(Debug, Clone, Copy)]
+struct Geom {
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    pad: usize,
+}
+
+impl Geom {
+    fn out_hw(&self, op: &'static str, h: usize, w: usize) -> Result<(usize, usize)> {
+        let (hp, wp) = (h + 2 * self.pad, w + 2 * self.pad);
+        if hp < self.kh || wp < self.kw {
+            return Err(KernelError::Shape {
+                op,
+                reason: format!(
+                    "input {h}x{w} with padding {} is smaller than the {}x{} kernel",
+                    self.pad, self.kh, self.kw
+                ),
+            });
+        }
+        Ok((
+            (hp - self.kh) / self.stride + 1,
+            (wp - self.kw) / self.stride + 1,
+        ))
+    }
+
+    fn taps(&self) -> usize {
+        self.kh * self.kw
+    }
+
+    /// Whether this conv reads its input rows in place (1x1, stride 1, no padding).
+    fn in_place(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
+    }
+
+    /// Bit mask of valid kernel offsets along one axis for output coordinate `o`.
+    fn valid_mask(&self, o: usize, size: usize, k: usize) -> u32 {
+        let mut m = 0;
+        for r in 0..k {
+            let i = (o * self.stride + r).wrapping_sub(self.pad);
+            if i < size {
+                m |= 1 << r;
+            }
+        }
+        m
+    }
+}
+
+// Row indices within a block are stored as `u8` and per-row pointer arrays hold 32 entries.
+const _: () = assert!(crate::ROW_BLOCK <= 32);
+
+thread_local! {
+    static COLS64: Cell<Vec<u64>> = const { Cell::new(Vec::new()) };
+    static COLS8: Cell<Vec<i8>> = const { Cell::new(Vec::new()) };
+    static ACC_BORDER: Cell<Vec<i32>> = const { Cell::new(Vec::new()) };
+}
+
+fn with_cols<T: Default + Clone, R>(
+    key: &'static std::thread::LocalKey<Cell<Vec<T>>>,
+    len: usize,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    let mut buf = key.with(|c| c.take());
+    if buf.len() < len {
+        buf.resize(len, T::default());
+    }
+    let r = f(&mut buf[..len]);
+    key.with(|c| c.set(buf));
+    r
+}
+
+/// Binary conv2d layer: prepared OHWI weights plus geometry.
+#[derive(Debug, Clone)]
+pub struct BinaryConv2d {
+    cin: usize,
+    cout: usize,
+    geom: Geom,
+    pad_mode: PadMode,
+    /// Words per input pixel.
+    cw: usize,
+    /// Taps per word in the dense layout (`0` = one tap per `cw` words).
+    dense: usize,
+    weights: BinaryWeights,
+    /// `S(o, t) = sum_c w[o, t, c]`, `cout x taps`.
+    tap_sums: Vec<i32>,
+}
+
+impl BinaryConv2d {
+    /// Prepares a binary conv from OHWI packed weights: `cout * kh * kw * ceil(cin / 64)` words
+    /// with zero pad bits.
+    ///
+    /// # Errors
+    /// Zero sizes or stride, wrong weight length, non-zero pad bits.
+    ///
+    /// ```
+    /// use xnor_kernels::{BinaryConv2d, Conv2dConfig, Output, PadMode};
+    /// // 1 input channel, 1 output channel, 3x3 all +1 weights, zero padding 1.
+    /// let cfg = Conv2dConfig { stride: 1, padding: 1, pad_mode: PadMode::Zero };
+    /// let conv = BinaryConv2d::new(&[0; 9], 1, 1, 3, 3, cfg).unwrap();
+    /// let input = [0u64; 4]; // 2x2 image of +1
+    /// let mut out = [0i32; 4];
+    /// conv.forward(&input, 1, 2, 2, Output::I32(&mut out)).unwrap();
+    /// assert_eq!(out, [4, 4, 4, 4]); // every output sees 4 valid +1 pixels
+    /// ```
+    pub fn new(
+        weights: &[u64],
+        cout: usize,
+        cin: usize,
+        kh: usize,
+        kw: usize,
+        cfg: Conv2dConfig,
+    ) -> Result<Self> {
+        const OP: &str = "BinaryConv2d::new";
+        if cin == 0 || kh == 0 || kw == 0 || cfg.stride == 0 || kh > 32 || kw > 32 {
+            return Err(KernelError::Shape {
+                op: OP,
+                reason: format!(
+                    "cin={cin}, kernel {kh}x{kw}, stride {} must be non-zero (kernel <= 32)",
+                    cfg.stride
+                ),
+            });
+        }
+        let geom = Geom {
+            kh,
+            kw,
+            stride: cfg.stride,
+            pad: cfg.padding,
+        };
+        let taps = geom.taps();
+        let cw = reference::words(cin);
+        let tap_words = mul(OP, cout, taps * cw)?;
+        check_len(OP, "weights", weights.len(), tap_words)?;
+        check_pad_bits(OP, "weights", weights, cout * taps, cin)?;
+        let dense = if cin < 64 && 64usize.is_multiple_of(cin) && taps > 1 {
+            64 / cin
+        } else {
+            0
+        };
+        let k = taps * cin;
+        let kwords = if dense > 0 {
+            reference::words(k)
+        } else {
+            taps * cw
+        };
+        let mut rows = vec![0u64; cout * kwords];
+        let mut tap_sums = vec![0i32; cout * taps];
+        for o in 0..cout {
+            for t in 0..taps {
+                let src = &weights[(o * taps + t) * cw..(o * taps + t + 1) * cw];
+                let pc: u32 = src.iter().map(|v| v.count_ones()).sum();
+                tap_sums[o * taps + t] = cin as i32 - 2 * pc as i32;
+                if dense > 0 {
+                    let bit = t * cin;
+                    rows[o * kwords + bit / 64] |= src[0] << (bit % 64);
+                } else {
+                    rows[o * kwords + t * cw..o * kwords + (t + 1) * cw].copy_from_slice(src);
+                }
+            }
+        }
+        Ok(BinaryConv2d {
+            cin,
+            cout,
+            geom,
+            pad_mode: cfg.pad_mode,
+            cw,
+            dense,
+            weights: BinaryWeights::with_row_words(&rows, cout, k, kwords),
+            tap_sums,
+        })
+    }
+
+    /// Output channels.
+    pub fn cout(&self) -> usize {
+        self.cout
+    }
+
+    /// Input channels.
+    pub fn cin(&self) -> usize {
+        self.cin
+    }
+
+    /// The GEMM this conv runs per image: `K` (logical) and words per im2col row.
+    pub fn gemm_k(&self) -> (usize, usize) {
+        (self.weights.k(), self.weights.words_per_row())
+    }
+
+    /// The prepared GEMM weights (in the conv's im2col K layout).
+    pub fn gemm_weights(&self) -> &BinaryWeights {
+        &self.weights
+    }
+
+    /// Output spatial size for an `h x w` input.
+    ///
+    /// # Errors
+    /// When the padded input is smaller than the kernel.
+    pub fn output_hw(&self, h: usize, w: usize) -> Result<(usize, usize)> {
+        self.geom.out_hw("BinaryConv2d", h, w)
+    }
+
+    /// Writes the packed im2col rows `r0 .. r0 + rows` into `dst` (`rows * kwords` words).
+    ///
+    /// The `kw` taps of one kernel row are consecutive input pixels, so an interior kernel row
+    /// is one contiguous copy of `kw * cw` words (per-tap layout) or `kw` shifted ORs (dense).
+    fn im2col(
+        &self,
+        input: &[u64],
+        dims: (usize, usize, usize, usize),
+        r0: usize,
+        rows: usize,
+        dst: &mut [u64],
+    ) {
+        let k3 = self.geom.kh == 3 && self.geom.kw == 3;
+        match (self.dense, self.cin) {
+            (0, _) => match self.geom.kw * self.cw {
+                3 => self.im2col_taps::<3>(input, dims, r0, rows, dst),
+                6 => self.im2col_taps::<6>(input, dims, r0, rows, dst),
+                12 => self.im2col_taps::<12>(input, dims, r0, rows, dst),
+                24 => self.im2col_taps::<24>(input, dims, r0, rows, dst),
+                _ => self.im2col_taps::<0>(input, dims, r0, rows, dst),
+            },
+            (_, 32) if k3 => self.im2col_dense3::<32>(input, dims, r0, rows, dst),
+            (_, 16) if k3 => self.im2col_dense3::<16>(input, dims, r0, rows, dst),
+            (_, 32) => self.im2col_dense::<32>(input, dims, r0, rows, dst),
+            (_, 16) => self.im2col_dense::<16>(input, dims, r0, rows, dst),
+            (_, 8) => self.im2col_dense::<8>(input, dims, r0, rows, dst),
+            (_, 4) => self.im2col_dense::<4>(input, dims, r0, rows, dst),
+            (_, 2) => self.im2col_dense::<2>(input, dims, r0, rows, dst),
+            _ => self.im2col_dense::<1>(input, dims, r0, rows, dst),
+        }
+    }
+
+    /// Per-tap layout; `N` is `kw * cw` when known at compile time (fixed-size copies that
+    /// inline), else 0.
+    fn im2col_taps<const N: usize>(
+        &self,
+        input: &[u64],
+        (h, w, ho, wo): (usize, usize, usize, usize),
+        r0: usize,
+        rows: usize,
+        dst: &mut [u64],
+    ) {
+        let kwords = self.weights.words_per_row();
+        let cw = self.cw;
+        let Geom {
+            kw, stride, pad, ..
+        } = self.geom;
+        let mut pos = PixelIter::new(r0, ho, wo);
+        for d in dst.chunks_exact_mut(kwords).take(rows) {
+            let (b, oy, ox) = pos.next();
+            let ix0 = (ox * stride).wrapping_sub(pad);
+            let interior_x = ox * stride >= pad && ix0 + kw <= w;
+            for (kr, dr) in d.chunks_exact_mut(kw * cw).enumerate() {
+                let iy = (oy * stride + kr).wrapping_sub(pad);
+                if iy >= h {
+                    dr.fill(0);
+                    continue;
+                }
+                let base = (b * h + iy) * w;
+                if interior_x {
+                    let src = &input[(base + ix0) * cw..(base + ix0 + kw) * cw];
+                    if N > 0 {
+                        let d: &mut [u64; N] = dr.try_into().expect("N = kw * cw");
+                        *d = src.try_into().expect("N = kw * cw");
+                    } else {
+                        dr.copy_from_slice(src);
+                    }
+                } else {
+                    for (c, dt) in dr.chunks_exact_mut(cw).enumerate() {
+                        let ix = ix0.wrapping_add(c);
+                        if ix < w {
+                            dt.copy_from_slice(&input[(base + ix) * cw..(base + ix + 1) * cw]);
+                        } else {
+                            dt.fill(0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`Self::im2col_dense`] specialised to 3x3 kernels (fixed-size, fully unrolled).
+    fn im2col_dense3<const CIN: usize>(
+        &self,
+        input: &[u64],
+        (h, w, ho, wo): (usize, usize, usize, usize),
+        r0: usize,
+        rows: usize,
+        dst: &mut [u64],
+    ) {
+        let kwords = self.weights.words_per_row();
+        let Geom { stride, pad, .. } = self.geom;
+        let per_word = 64 / CIN;
+        let mut pos = PixelIter::new(r0, ho, wo);
+        for d in dst.chunks_exact_mut(kwords).take(rows) {
+            let (b, oy, ox) = pos.next();
+            let ix0 = (ox * stride).wrapping_sub(pad);
+            let interior_x = ox * stride >= pad && ix0 + 3 <= w;
+            let mut vals = [0u64; 9];
+            for kr in 0..3 {
+                let iy = (oy * stride + kr).wrapping_sub(pad);
+                if iy >= h {
+                    continue;
+                }
+                let base = (b * h + iy) * w;
+                if interior_x {
+                    let src: &[u64; 3] = input[base + ix0..base + ix0 + 3]
+                        .try_into()
+                        .expect("three taps");
+                    vals[kr * 3..kr * 3 + 3].copy_from_slice(src);
+                } else {
+                    for c in 0..3 {
+                        let ix = ix0.wrapping_add(c);
+                        if ix < w {
+                            vals[kr * 3 + c] = input[base + ix];
+                        }
+                    }
+                }
+            }
+            for (j, dw) in d.iter_mut().enumerate() {
+                let mut word = 0u64;
+                for q in 0..per_word {
+                    let t = j * per_word + q;
+                    if t < 9 {
+                        word |= vals[t] << (q * CIN);
+                    }
+                }
+                *dw = word;
+            }
+        }
+    }
+
+    /// Dense layout for `CIN` dividing 64: tap `t` occupies bits `t * CIN ..` of the row.
+    fn im2col_dense<const CIN: usize>(
+        &self,
+        input: &[u64],
+        (h, w, ho, wo): (usize, usize, usize, usize),
+        r0: usize,
+        rows: usize,
+        dst: &mut [u64],
+    ) {
+        let kwords = self.weights.words_per_row();
+        let Geom {
+            kh,
+            kw,
+            stride,
+            pad,
+        } = self.geom;
+        let per_word = 64 / CIN;
+        let mut pos = PixelIter::new(r0, ho, wo);
+        let mut vals = [0u64; 32 * 32];
+        let vals = &mut vals[..kh * kw];
+        for d in dst.chunks_exact_mut(kwords).take(rows) {
+            let (b, oy, ox) = pos.next();
+            let ix0 = (ox * stride).wrapping_sub(pad);
+            let interior_x = ox * stride >= pad && ix0 + kw <= w;
+            for (kr, vr) in vals.chunks_exact_mut(kw).enumerate() {
+                let iy = (oy * stride + kr).wrapping_sub(pad);
+                if iy >= h {
+                    vr.fill(0);
+                } else if interior_x {
+                    let base = (b * h + iy) * w + ix0;
+                    vr.copy_from_slice(&input[base..base + kw]);
+                } else {
+                    let base = (b * h + iy) * w;
+                    for (c, v) in vr.iter_mut().enumerate() {
+                        let ix = ix0.wrapping_add(c);
+                        *v = if ix < w { input[base + ix] } else { 0 };
+                    }
+                }
+            }
+            for (j, dw) in d.iter_mut().enumerate() {
+                let mut word = 0u64;
+                for (q, v) in vals.iter().skip(j * per_word).take(per_word).enumerate() {
+                    word |= v << (q * CIN);
+                }
+                *dw = word;
+            }
+        }
+    }
+
+    /// Computes rows `r0 .. r0 + rows` with the AVX-512 kernel reading interior pixels in
+    /// place: a run of consecutive output pixels of one output row whose receptive fields are
+    /// inside the image is one kernel call with one segment per kernel row (`kw * cw` words
+    /// each, consecutive pixels `stride * cw` words apart). Border pixels go through im2col.
+    fn direct_block(
+        &self,
+        input: &[u64],
+        dims: (usize, usize, usize, usize),
+        r0: usize,
+        rows: usize,
+        acc: &mut [i32],
+        n_pad: usize,
+    ) {
+        let (h, w, ho, wo) = dims;
+        let Geom {
+            kh,
+            kw,
+            stride,
+            pad,
+        } = self.geom;
+        let cw = self.cw;
+        let kwords = self.weights.words_per_row();
+        let interior_y = |oy: usize| oy * stride >= pad && oy * stride - pad + kh <= h;
+        let interior_x = |ox: usize| ox * stride >= pad && ox * stride - pad + kw <= w;
+        // Border pixels of the block are gathered and computed together afterwards.
+        let mut border = [0u8; crate::ROW_BLOCK];
+        let mut nborder = 0;
+        let mut pos = PixelIter::new(r0, ho, wo);
+        let mut r = 0;
+        while r < rows {
+            let (b, oy, ox) = pos.peek();
+            if !(interior_y(oy) && interior_x(ox)) {
+                border[nborder] = r as u8;
+                nborder += 1;
+                pos.advance(1);
+                r += 1;
+                continue;
+            }
+            let mut len = 1;
+            while r + len < rows && ox + len < wo && interior_x(ox + len) {
+                len += 1;
+            }
+            let mut offs = [0usize; 32];
+            let (iy0, ix0) = (oy * stride - pad, ox * stride - pad);
+            for (kr, o) in offs.iter_mut().enumerate().take(kh) {
+                *o = ((b * h + iy0 + kr) * w + ix0) * cw;
+            }
+            #[cfg(target_arch = "x86_64")]
+            crate::binary::binary_block_segments_avx512(
+                input,
+                &offs[..kh],
+                kw * cw,
+                stride * cw,
+                len,
+                &self.weights,
+                &mut acc[r * n_pad..(r + len) * n_pad],
+            );
+            pos.advance(len);
+            r += len;
+        }
+        if nborder > 0 {
+            with_cols(&COLS64, nborder * kwords, |cols| {
+                for (i, &br) in border[..nborder].iter().enumerate() {
+                    let br = usize::from(br);
+                    self.im2col(
+                        input,
+                        dims,
+                        r0 + br,
+                        1,
+                        &mut cols[i * kwords..(i + 1) * kwords],
+                    );
+                }
+                with_cols(&ACC_BORDER, nborder * n_pad, |tmp| {
+                    binary_block(Isa::Avx512, cols, nborder, &self.weights, tmp);
+                    for (i, &br) in border[..nborder].iter().enumerate() {
+                        let br = usize::from(br);
+                        acc[br * n_pad..(br + 1) * n_pad]
+                            .copy_from_slice(&tmp[i * n_pad..(i + 1) * n_pad]);
+                    }
+                });
+            });
+        }
+    }
+
+    /// Fused-threshold block (AVX-512): computes output rows `r0 .. r0 + rows` and writes their
+    /// packed signs into `chunk` (`rows * ceil(cout / 64)` words). Interior runs of the
+    /// per-tap layout are read in place; other rows go through im2col; each row compares with
+    /// the thresholds of its border case (zero-padding correction folded in).
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    fn packed_block(
+        &self,
+        input: &[u64],
+        dims: (usize, usize, usize, usize),
+        r0: usize,
+        rows: usize,
+        in_place: bool,
+        fused: &FusedThresholds,
+        chunk: &mut [u64],
+    ) {
+        let (h, w, ho, wo) = dims;
+        let Geom {
+            kh,
+            kw,
+            stride,
+            pad,
+        } = self.geom;
+        let (cw, kwords) = (self.cw, self.weights.words_per_row());
+        let nw = self.cout.div_ceil(64);
+        assert!(rows <= crate::ROW_BLOCK && chunk.len() >= rows * nw);
+        chunk.fill(0);
+        let base = chunk.as_mut_ptr().cast::<u8>();
+        let mut thr = [std::ptr::null::<i32>(); crate::ROW_BLOCK];
+        let mut out = [std::ptr::null_mut::<u8>(); crate::ROW_BLOCK];
+        let mut pos = PixelIter::new(r0, ho, wo);
+        for r in 0..rows {
+            let (_, oy, ox) = pos.next();
+            thr[r] = fused.row(oy, ox).as_ptr();
+            // SAFETY: row r's words start at r * nw within the chunk (asserted above).
+            out[r] = unsafe { base.add(r * nw * 8) };
+        }
+        let call = |a: &[u64],
+                    offs: &[usize],
+                    seg_len: usize,
+                    a_stride: usize,
+                    n: usize,
+                    t: &[*const i32],
+                    o: &[*mut u8]| {
+            // SAFETY: the thresholds rows hold n_pad values, the output pointers address
+            // nw * 8 >= n_pad / 8 bytes of this chunk, and binary_block_thr_avx512 checks
+            // the activation bounds.
+            unsafe {
+                crate::binary::binary_block_thr_avx512(
+                    a,
+                    offs,
+                    seg_len,
+                    a_stride,
+                    n,
+                    &self.weights,
+                    t,
+                    o,
+                    &fused.flip,
+                    &fused.valid,
+                )
+            }
+        };
+        if in_place {
+            call(
+                &input[r0 * kwords..(r0 + rows) * kwords],
+                &[0],
+                kwords,
+                kwords,
+                rows,
+                &thr,
+                &out,
+            );
+            return;
+        }
+        if self.dense > 0 {
+            with_cols(&COLS64, rows * kwords, |cols| {
+                self.im2col(input, dims, r0, rows, cols);
+                call(cols, &[0], kwords, kwords, rows, &thr, &out);
+            });
+            return;
+        }
+        let interior_y = |oy: usize| oy * stride >= pad && oy * stride - pad + kh <= h;
+        let interior_x = |ox: usize| ox * stride >= pad && ox * stride - pad + kw <= w;
+        let mut border = [0u8; crate::ROW_BLOCK];
+        let mut nborder = 0;
+        let mut pos = PixelIter::new(r0, ho, wo);
+        let mut r = 0;
+        while r < rows {
+            let (b, oy, ox) = pos.peek();
+            if !(interior_y(oy) && interior_x(ox)) {
+                border[nborder] = r as u8;
+                nborder += 1;
+                pos.advance(1);
+                r += 1;
+                continue;
+            }
+            let mut len = 1;
+            while r + len < rows && ox + len < wo && interior_x(ox + len) {
+                len += 1;
+            }
+            let mut offs = [0usize; 32];
+            let (iy0, ix0) = (oy * stride - pad, ox * stride - pad);
+            for (kr, o) in offs.iter_mut().enumerate().take(kh) {
+                *o = ((b * h + iy0 + kr) * w + ix0) * cw;
+            }
+            call(
+                input,
+                &offs[..kh],
+                kw * cw,
+                stride * cw,
+                len,
+                &thr[r..r + len],
+                &out[r..r + len],
+            );
+            pos.advance(len);
+            r += len;
+        }
+        if nborder > 0 {
+            let mut bt = [std::ptr::null::<i32>(); crate::ROW_BLOCK];
+            let mut bo = [std::ptr::null_mut::<u8>(); crate::ROW_BLOCK];
+            with_cols(&COLS64, nborder * kwords, |cols| {
+                for (i, &br) in border[..nborder].iter().enumerate() {
+                    let br = usize::from(br);
+                    self.im2col(
+                        input,
+                        dims,
+                        r0 + br,
+                        1,
+                        &mut cols[i * kwords..(i + 1) * kwords],
+                    );
+                    bt[i] = thr[br];
+                    bo[i] = out[br];
+                }
+                call(
+                    cols,
+                    &[0],
+                    kwords,
+                    kwords,
+                    nborder,
+                    &bt[..nborder],
+                    &bo[..nborder],
+                );
+            });
+        }
+    }
+
+    /// Per-(border case, channel) corrections for zero padding: `(row class per oy, col class
+    /// per ox, number of col classes, table)`, `table[(yc * ncols + xc) * cout + o]`.
+    fn corrections(&self, h: usize, w: usize, ho: usize, wo: usize) -> Corrections {
+        let g = &self.geom;
+        let (ys, yi) = classes(ho, |o| g.valid_mask(o, h, g.kh));
+        let (xs, xi) = classes(wo, |o| g.valid_mask(o, w, g.kw));
+        let taps = g.taps();
+        let mut table = vec![0i32; ys.len() * xs.len() * self.cout];
+        for (a, &ym) in ys.iter().enumerate() {
+            for (b, &xm) in xs.iter().enumerate() {
+                let t = &mut table[(a * xs.len() + b) * self.cout..][..self.cout];
+                for r in 0..g.kh {
+                    for c in 0..g.kw {
+                        if (ym >> r) & 1 == 1 && (xm >> c) & 1 == 1 {
+                            continue;
+                        }
+                        for (o, v) in t.iter_mut().enumerate() {
+                            *v += self.tap_sums[o * taps + r * g.kw + c];
+                        }
+                    }
+                }
+            }
+        }
+        let interior_y = ys.iter().position(|&m| m == (1u32 << g.kh) - 1);
+        let interior_x = xs.iter().position(|&m| m == (1u32 << g.kw) - 1);
+        Corrections {
+            yi,
+            xi,
+            ncols: xs.len(),
+            interior: interior_y.zip(interior_x),
+            table,
+        }
+    }
+
+    /// Runs the conv with the ISA chosen by [`crate::selected_isa`]. `input` is NHWC packed,
+    /// `batch * h * w * ceil(cin / 64)` words; the output has `batch * ho * wo` rows of `cout`.
+    ///
+    /// # Errors
+    /// Wrong lengths, non-zero pad bits, a kernel larger than the padded input, an unusable
+    /// `XNOR_ISA`.
+    pub fn forward(
+        &self,
+        input: &[u64],
+        batch: usize,
+        h: usize,
+        w: usize,
+        out: Output<'_>,
+    ) -> Result<()> {
+        self.forward_with(crate::selected_isa()?, input, batch, h, w, out)
+    }
+
+    /// [`BinaryConv2d::forward`] with an explicit ISA.
+    ///
+    /// # Errors
+    /// As [`BinaryConv2d::forward`], plus an unavailable ISA.
+    pub fn forward_with(
+        &self,
+        isa: Isa,
+        input: &[u64],
+        batch: usize,
+        h: usize,
+        w: usize,
+        out: Output<'_>,
+    ) -> Result<()> {
+        const OP: &str = "BinaryConv2d::forward";
+        let isa = resolve(isa)?;
+        let (ho, wo) = self.output_hw(h, w)?;
+        let pixels = mul(OP, mul(OP, batch, h)?, w)?;
+        check_len(OP, "input", input.len(), mul(OP, pixels, self.cw)?)?;
+        check_pad_bits(OP, "input", input, pixels, self.cin)?;
+        let m = batch * ho * wo;
+        out.check(OP, m, self.cout)?;
+        let kwords = self.weights.words_per_row();
+        let n_pad = self.weights.n_pad();
+        let dims = (h, w, ho, wo);
+        let corr = (self.pad_mode == PadMode::Zero && self.geom.pad > 0)
+            .then(|| self.corrections(h, w, ho, wo));
+        let parallel = epilogue::want_parallel(m, m * self.cout * kwords);
+        let in_place = self.geom.in_place();
+        // AVX-512 and the per-tap layout: interior pixels are read in place (no im2col).
+        let direct = cfg!(target_arch = "x86_64") && isa == Isa::Avx512 && self.dense == 0;
+        #[cfg(target_arch = "x86_64")]
+        let out = match (isa, out) {
+            (Isa::Avx512, Output::Packed { thresholds, out }) => {
+                // Fused path: the kernel compares with the thresholds and writes packed bits.
+                let fused = FusedThresholds::new(thresholds, corr.as_ref(), self.cout, n_pad);
+                let nw = self.cout.div_ceil(64);
+                let rb = epilogue::row_block(m, parallel);
+                let body = |(bi, chunk): (usize, &mut [u64])| {
+                    let r0 = bi * rb;
+                    let rows = rb.min(m - r0);
+                    self.packed_block(input, dims, r0, rows, in_place, &fused, chunk);
+                };
+                if m > 0 && nw > 0 {
+                    if parallel {
+                        out.par_chunks_mut(rb * nw).enumerate().for_each(body);
+                    } else {
+                        out.chunks_mut(rb * nw).enumerate().for_each(body);
+                    }
+                }
+                return Ok(());
+            }
+            (_, out) => out,
+        };
+        epilogue::run(isa, out, m, self.cout, n_pad, parallel, |r0, rows, acc| {
+            if in_place {
+                binary_block(
+                    isa,
+                    &input[r0 * kwords..(r0 + rows) * kwords],
+                    rows,
+                    &self.weights,
+                    acc,
+                );
+            } else if direct {
+                self.direct_block(input, dims, r0, rows, acc, n_pad);
+            } else {
+                with_cols(&COLS64, rows * kwords, |cols| {
+                    self.im2col(input, dims, r0, rows, cols);
+                    binary_block(isa, cols, rows, &self.weights, acc);
+                });
+            }
+            if let Some(c) = &corr {
+                c.apply(r0, rows, ho, wo, self.cout, acc, n_pad);
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Thresholds for the fused AVX-512 path: one row of `n_pad` thresholds per border case with
+/// the zero-padding correction folded in (`acc - corr < t <=> acc < t + corr`; constant
+/// channels keep `i32::MIN`), plus the flip and valid-channel bits as bytes.
+#[cfg(target_arch = "x86_64")]
+struct FusedThresholds {
+    /// `cases x n_pad` thresholds (a single row without corrections).
+    rows: Vec<i32>,
+    n_pad: usize,
+    /// Case lookup: `(yi, xi, ncols)` of the corrections, if any.
+    cases: Option<(Vec<u16>, Vec<u16>, usize)>,
+    flip: Vec<u8>,
+    valid: Vec<u8>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl FusedThresholds {
+    fn new(th: &Thresholds, corr: Option<&Corrections>, cout: usize, n_pad: usize) -> Self {
+        let base: Vec<i32> = (0..n_pad)
+            .map(|c| {
+                if c < cout {
+                    th.normalised()[c]
+                } else {
+                    i32::MIN
+                }
+            })
+            .collect();
+        let (rows, cases) = match corr {
+            None => (base, None),
+            Some(c) => {
+                let ncases = c.table.len() / cout.max(1);
+                let mut rows = Vec::with_capacity(ncases * n_pad);
+                for ci in 0..ncases {
+                    for (ch, &t) in base.iter().enumerate() {
+                        rows.push(if ch < cout && t != i32::MIN {
+                            t.saturating_add(c.table[ci * cout + ch])
+                        } else {
+                            t
+                        });
+                    }
+                }
+                (rows, Some((c.yi.clone(), c.xi.clone(), c.ncols)))
+            }
+        };
+        let nbytes = cout.div_ceil(64) * 8;
+        let mut flip = vec![0u8; nbytes.max(n_pad / 8)];
+        for (i, wd) in th.flip_words().iter().enumerate() {
+            flip[i * 8..i * 8 + 8].copy_from_slice(&wd.to_le_bytes());
+        }
+        let valid = (0..flip.len())
+            .map(|b| {
+                let lo = b * 8;
+                if lo + 8 <= cout {
+                    0xff
+                } else if lo >= cout {
+                    0
+                } else {
+                    ((1u16 << (cout - lo)) - 1) as u8
+                }
+            })
+            .collect();
+        FusedThresholds {
+            rows,
+            n_pad,
+            cases,
+            flip,
+            valid,
+        }
+    }
+
+    /// The thresholds of output pixel `(oy, ox)`.
+    fn row(&self, oy: usize, ox: usize) -> &[i32] {
+        let ci = match &self.cases {
+            None => 0,
+            Some((yi, xi, ncols)) => usize::from(yi[oy]) * ncols + usize::from(xi[ox]),
+        };
+        &self.rows[ci * self.n_pad..(ci + 1) * self.n_pad]
+    }
+}
+
+/// Distinct values of `f(o)` for `o < n`, and the class index of each `o`.
+fn classes(n: usize, f: impl Fn(usize) -> u32) -> (Vec<u32>, Vec<u16>) {
+    let mut vals = Vec::new();
+    let mut idx = Vec::with_capacity(n);
+    for o in 0..n {
+        let v = f(o);
+        let i = vals.iter().position(|&x| x == v).unwrap_or_else(|| {
+            vals.push(v);
+            vals.len() - 1
+        });
+        idx.push(i as u16);
+    }
+    (vals, idx)
+}
+
+/// Walks output pixels `(batch, oy, ox)` in row order without divisions.
+struct PixelIter {
+    b: usize,
+    oy: usize,
+    ox: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl PixelIter {
+    fn new(row: usize, ho: usize, wo: usize) -> Self {
+        PixelIter {
+            b: row / (ho * wo),
+            oy: row / wo % ho,
+            ox: row % wo,
+            ho,
+            wo,
+        }
+    }
+
+    /// The current pixel.
+    fn peek(&self) -> (usize, usize, usize) {
+        (self.b, self.oy, self.ox)
+    }
+
+    /// Skips `n` pixels.
+    fn advance(&mut self, n: usize) {
+        for _ in 0..n {
+            self.next();
+        }
+    }
+
+    /// The current pixel; advances to the next.
+    #[inline]
+    fn next(&mut self) -> (usize, usize, usize) {
+        let cur = (self.b, self.oy, self.ox);
+        self.ox += 1;
+        if self.ox == self.wo {
+            self.ox = 0;
+            self.oy += 1;
+            if self.oy == self.ho {
+                self.oy = 0;
+                self.b += 1;
+            }
+        }
+        cur
+    }
+}
+
+/// Zero-padding corrections of one forward call.
+struct Corrections {
+    yi: Vec<u16>,
+    xi: Vec<u16>,
+    ncols: usize,
+    interior: Option<(usize, usize)>,
+    table: Vec<i32>,
+}
+
+impl Corrections {
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &self,
+        r0: usize,
+        rows: usize,
+        ho: usize,
+        wo: usize,
+        cout: usize,
+        acc: &mut [i32],
+        n_pad: usize,
+    ) {
+        let mut pos = PixelIter::new(r0, ho, wo);
+        for r in 0..rows {
+            let (_, oy, ox) = pos.next();
+            let yc = self.yi[oy] as usize;
+            let xc = self.xi[ox] as usize;
+            if self.interior == Some((yc, xc)) {
+                continue;
+            }
+            let t = &self.table[(yc * self.ncols + xc) * cout..][..cout];
+            for (a, c) in acc[r * n_pad..r * n_pad + cout].iter_mut().zip(t) {
+                *a -= c;
+            }
+        }
+    }
+}
+
+/// Int8 conv2d layer (2-3 bit levels as int8), zero padding exact.
+#[derive(Debug, Clone)]
+pub struct Int8Conv2d {
+    /// Bytes per activation pixel and per weight tap: `cin` rounded up to a multiple of 4.
+    cs: usize,
+    cout: usize,
+    geom: Geom,
+    weights: Int8Weights,
+}
+
+impl Int8Conv2d {
+    /// Prepares an int8 conv from OHWI weights in `bitpack`'s int8 layout: per output channel
+    /// `kh * kw` taps (row-major), each tap `cin` values followed by zero pad bytes up to
+    /// `ceil(cin / 4) * 4` (so a tap lines up with one padded activation pixel).
+    ///
+    /// # Errors
+    /// Zero sizes or stride, wrong length, non-zero pad bytes, `K` too large.
+    ///
+    /// ```
+    /// use xnor_kernels::{Conv2dConfig, Int8Conv2d, Output};
+    /// // 1x1 conv, 2 input channels, 1 output channel, weights [2, -1] (+2 pad bytes).
+    /// let conv = Int8Conv2d::new(&[2, -1, 0, 0], 1, 2, 1, 1, Conv2dConfig::default()).unwrap();
+    /// let mut out = [0i32; 1];
+    /// // One pixel with channels [3, 4] (+2 pad bytes).
+    /// conv.forward(&[3, 4, 0, 0], 1, 1, 1, Output::I32(&mut out)).unwrap();
+    /// assert_eq!(out, [2]);
+    /// ```
+    pub fn new(
+        weights: &[i8],
+        cout: usize,
+        cin: usize,
+        kh: usize,
+        kw: usize,
+        cfg: Conv2dConfig,
+    ) -> Result<Self> {
+        const OP: &str = "Int8Conv2d::new";
+        if cin == 0 || kh == 0 || kw == 0 || cfg.stride == 0 {
+            return Err(KernelError::Shape {
+                op: OP,
+                reason: format!(
+                    "cin={cin}, kernel {kh}x{kw}, stride {} must be non-zero",
+                    cfg.stride
+                ),
+            });
+        }
+        let geom = Geom {
+            kh,
+            kw,
+            stride: cfg.stride,
+            pad: cfg.padding,
+        };
+        let cs = reference::int8_stride(cin);
+        let taps = geom.taps();
+        check_len(OP, "weights", weights.len(), mul(OP, cout, taps * cs)?)?;
+        for (t, tap) in weights.chunks_exact(cs).enumerate() {
+            if let Some(j) = tap[cin..].iter().position(|&v| v != 0) {
+                return Err(KernelError::Value {
+                    op: OP,
+                    buffer: "weights",
+                    index: t * cs + cin + j,
+                    value: i64::from(tap[cin + j]),
+                    reason: "pad bytes of each tap beyond cin must be zero",
+                });
+            }
+        }
+        Ok(Int8Conv2d {
+            cs,
+            cout,
+            geom,
+            weights: Int8Weights::new(weights, cout, taps * cs)?,
+        })
+    }
+
+    /// The prepared GEMM weights (K = `kh * kw * ceil(cin / 4) * 4`, tap pad bytes zero).
+    pub fn gemm_weights(&self) -> &Int8Weights {
+        &self.weights
+    }
+
+    /// Output spatial size for an `h x w` input.
+    ///
+    /// # Errors
+    /// When the padded input is smaller than the kernel.
+    pub fn output_hw(&self, h: usize, w: usize) -> Result<(usize, usize)> {
+        self.geom.out_hw("Int8Conv2d", h, w)
+    }
+
+    /// Runs the conv with [`crate::selected_isa`]. `input` is NHWC int8 in `bitpack`'s layout:
+    /// `batch * h * w` pixels of `ceil(cin / 4) * 4` bytes (channels, then pad bytes), values in
+    /// `[-64, 64]`.
+    ///
+    /// # Errors
+    /// Wrong lengths, values out of range, an unusable `XNOR_ISA`.
+    pub fn forward(
+        &self,
+        input: &[i8],
+        batch: usize,
+        h: usize,
+        w: usize,
+        out: Output<'_>,
+    ) -> Result<()> {
+        self.forward_with(crate::selected_isa()?, input, batch, h, w, out)
+    }
+
+    /// [`Int8Conv2d::forward`] with an explicit ISA.
+    ///
+    /// # Errors
+    /// As [`Int8Conv2d::forward`], plus an unavailable ISA.
+    pub fn forward_with(
+        &self,
+        isa: Isa,
+        input: &[i8],
+        batch: usize,
+        h: usize,
+        w: usize,
+        out: Output<'_>,
+    ) -> Result<()> {
+        const OP: &str = "Int8Conv2d::forward";
+        let isa = resolve(isa)?;
+        let (ho, wo) = self.output_hw(h, w)?;
+        let pixels = mul(OP, mul(OP, batch, h)?, w)?;
+        check_len(OP, "input", input.len(), mul(OP, pixels, self.cs)?)?;
+        check_act_range(OP, input)?;
+        let m = batch * ho * wo;
+        out.check(OP, m, self.cout)?;
+        let s = self.weights.stride();
+        let cin = self.cs;
+        let dims = (h, w, ho, wo);
+        let in_place = self.geom.in_place() && s == cin;
+        let parallel = epilogue::want_parallel(m, m * self.cout * s / 8);
+        epilogue::run(
+            isa,
+            out,
+            m,
+            self.cout,
+            self.weights.n_pad(),
+            parallel,
+            |r0, rows, acc| {
+                if in_place {
+                    int8_block(
+                        isa,
+                        &input[r0 * s..(r0 + rows) * s],
+                        rows,
+                        &self.weights,
+                        acc,
+                    );
+                } else {
+                    with_cols(&COLS8, rows * s, |cols| {
+                        im2col_i8(input, self.geom, cin, dims, r0, rows, s, cols);
+                        int8_block(isa, cols, rows, &self.weights, acc);
+                    });
+                }
+            },
+        );
+        Ok(())
+    }
+}
+
+/// Int8 im2col of output rows `r0 .. r0 + rows` into `dst` (row stride `s`, zero padding).
+/// `cin` is the padded pixel stride; an interior kernel row is one contiguous copy of
+/// `kw * cin` bytes.
+#[allow(clippy::too_many_arguments)]
+fn im2col_i8(
+    input: &[i8],
+    geom: Geom,
+    cin: usize,
+    (h, w, ho, wo): (usize, usize, usize, usize),
+    r0: usize,
+    rows: usize,
+    s: usize,
+    dst: &mut [i8],
+) {
+    let Geom {
+        kh,
+        kw,
+        stride,
+        pad,
+    } = geom;
+    let span = kw * cin;
+    let mut pos = PixelIter::new(r0, ho, wo);
+    for d in dst.chunks_exact_mut(s).take(rows) {
+        let (b, oy, ox) = pos.next();
+        let ix0 = (ox * stride).wrapping_sub(pad);
+        let interior_x = ox * stride >= pad && ix0 + kw <= w;
+        d[kh * span..].fill(0);
+        for (kr, dr) in d[..kh * span].chunks_exact_mut(span).enumerate() {
+            let iy = (oy * stride + kr).wrapping_sub(pad);
+            if iy >= h {
+                dr.fill(0);
+                continue;
+            }
+            let base = (b * h + iy) * w;
+            if interior_x {
+                dr.copy_from_slice(&input[(base + ix0) * cin..(base + ix0 + kw) * cin]);
+            } else {
+                for (c, dt) in dr.chunks_exact_mut(cin).enumerate() {
+                    let ix = ix0.wrapping_add(c);
+                    if ix < w {
+                        dt.copy_from_slice(&input[(base + ix) * cin..(base + ix + 1) * cin]);
+                    } else {
+                        dt.fill(0);
+                    }
+                }
+            }
+        }
+    }
+}

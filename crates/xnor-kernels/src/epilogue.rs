@@ -1,0 +1,341 @@
+//! Fused output transforms: what a GEMM or conv writes instead of a raw `i32` tensor.
+//!
+//! Every kernel computes exact `i32` dot products for a block of at most [`ROW_BLOCK`] output
+//! rows into a small per-thread buffer, and the block is immediately turned into the requested
+//! [`Output`]: copied as `i32`, mapped through a per-channel affine map to `f32`, or compared
+//! with per-channel integer [`Thresholds`] and written as packed sign bits for the next binary
+//! layer (bit = 1 means -1, pad bits zero). No full-size `i32` tensor exists in the fused cases.
+
+use bitpack::Isa;
+use rayon::prelude::*;
+
+use crate::error::{KernelError, Result, check_len};
+
+/// Rows of output computed per block (and per rayon task at most).
+pub const ROW_BLOCK: usize = 32;
+
+/// How the per-channel threshold maps an accumulator to a sign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Direction {
+    /// `acc >= t` gives +1 (bit 0); BatchNorm with a positive scale.
+    #[default]
+    Increasing,
+    /// `acc <= t` gives +1 (bit 0); BatchNorm with a negative scale.
+    Decreasing,
+    /// Always +1 (BatchNorm scale 0 with a non-negative shift).
+    AlwaysPlus,
+    /// Always -1 (BatchNorm scale 0 with a negative shift).
+    AlwaysMinus,
+}
+
+/// Per-output-channel integer thresholds that turn `i32` accumulators into packed signs.
+///
+/// Internally channel `c` is negative (bit 1) exactly when `(acc < thr[c]) ^ flip[c]`, so that
+/// a whole 64-channel word is one compare mask XOR one flip word.
+///
+/// ```
+/// use xnor_kernels::{Direction, Thresholds};
+/// let t = Thresholds::new(&[0, 5], &[Direction::Increasing, Direction::Decreasing]).unwrap();
+/// // channel 0: acc = -1 < 0 -> -1 (bit 1); channel 1: acc = 7 > 5 -> -1 (bit 1)
+/// assert_eq!(t.sign_bits(&[-1, 7]), vec![0b11]);
+/// assert_eq!(t.sign_bits(&[0, 5]), vec![0b00]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thresholds {
+    thr: Vec<i32>,
+    flip: Vec<u64>,
+}
+
+impl Thresholds {
+    /// Builds thresholds from `t[c]` and the direction of each channel (the value of `t` is
+    /// ignored for the constant directions).
+    ///
+    /// # Errors
+    /// [`KernelError::Length`] when the slices differ in length.
+    pub fn new(t: &[i32], dir: &[Direction]) -> Result<Self> {
+        check_len("Thresholds::new", "dir", dir.len(), t.len())?;
+        let n = t.len();
+        let mut thr = vec![0i32; n];
+        let mut flip = vec![0u64; n.div_ceil(64)];
+        for c in 0..n {
+            let (th, f) = match dir[c] {
+                Direction::Increasing => (t[c], false),
+                // acc <= t  <=>  !(acc < t + 1); t = MAX means always +1.
+                Direction::Decreasing => match t[c].checked_add(1) {
+                    Some(t1) => (t1, true),
+                    None => (i32::MIN, false),
+                },
+                Direction::AlwaysPlus => (i32::MIN, false),
+                Direction::AlwaysMinus => (i32::MIN, true),
+            };
+            thr[c] = th;
+            if f {
+                flip[c / 64] |= 1 << (c % 64);
+            }
+        }
+        Ok(Thresholds { thr, flip })
+    }
+
+    /// Number of channels.
+    pub fn channels(&self) -> usize {
+        self.thr.len()
+    }
+
+    /// The normalised thresholds (`negative <=> (acc < thr[c]) ^ flip[c]`).
+    pub fn normalised(&self) -> &[i32] {
+        &self.thr
+    }
+
+    /// One flip bit per channel, packed like activations (pad bits zero).
+    pub fn flip_words(&self) -> &[u64] {
+        &self.flip
+    }
+
+    /// The per-channel mask for [`crate::pool::maxpool2x2_packed`]: bit set (AND of signs) for
+    /// channels whose sign is non-decreasing in the accumulator, clear (OR) for decreasing ones.
+    /// Pad bits are zero. Constant channels pool correctly either way.
+    pub fn pool_and_mask(&self) -> Vec<u64> {
+        let n = self.channels();
+        self.flip
+            .iter()
+            .enumerate()
+            .map(|(w, f)| !f & valid_mask(n, w))
+            .collect()
+    }
+
+    /// Reference: the packed sign bits of one row of accumulators (`acc.len() == channels()`).
+    ///
+    /// # Panics
+    /// When `acc` is shorter than [`Thresholds::channels`].
+    pub fn sign_bits(&self, acc: &[i32]) -> Vec<u64> {
+        let mut out = vec![0u64; self.flip.len()];
+        threshold_row(&acc[..self.channels()], &self.thr, &self.flip, &mut out);
+        out
+    }
+}
+
+/// Bits `0..n` of word `w` of a packed row of `n` channels.
+pub(crate) fn valid_mask(n: usize, w: usize) -> u64 {
+    let rem = n - w * 64;
+    if rem >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << rem) - 1
+    }
+}
+
+/// Where a GEMM or conv writes its `m x n` result (row-major; for conv, NHWC).
+#[derive(Debug)]
+pub enum Output<'a> {
+    /// The exact `i32` dot products, `m * n` values.
+    I32(&'a mut [i32]),
+    /// `out[r * n + c] = scale[c] * acc + bias[c]`, `m * n` values.
+    Affine {
+        /// Per-channel scale (`n` values).
+        scale: &'a [f32],
+        /// Per-channel bias (`n` values).
+        bias: &'a [f32],
+        /// Destination, `m * n` values.
+        out: &'a mut [f32],
+    },
+    /// Packed signs for the next binary layer, `m * ceil(n / 64)` words, pad bits zero.
+    Packed {
+        /// Per-channel thresholds (`n` channels).
+        thresholds: &'a Thresholds,
+        /// Destination words.
+        out: &'a mut [u64],
+    },
+}
+
+impl Output<'_> {
+    pub(crate) fn check(&self, op: &'static str, m: usize, n: usize) -> Result<()> {
+        match self {
+            Output::I32(o) => check_len(op, "out", o.len(), m * n),
+            Output::Affine { scale, bias, out } => {
+                check_len(op, "scale", scale.len(), n)?;
+                check_len(op, "bias", bias.len(), n)?;
+                check_len(op, "out", out.len(), m * n)
+            }
+            Output::Packed { thresholds, out } => {
+                if thresholds.channels() != n {
+                    return Err(KernelError::Length {
+                        op,
+                        buffer: "thresholds",
+                        expected: n,
+                        got: thresholds.channels(),
+                    });
+                }
+                check_len(op, "out", out.len(), m * n.div_ceil(64))
+            }
+        }
+    }
+}
+
+/// Writes packed signs of one row: word `w` = `lt_mask ^ flip[w]`, pad bits zero.
+pub(crate) fn threshold_row(acc: &[i32], thr: &[i32], flip: &[u64], out: &mut [u64]) {
+    let n = acc.len();
+    for (w, o) in out.iter_mut().enumerate() {
+        let lo = w * 64;
+        let hi = (lo + 64).min(n);
+        let mut bits = 0u64;
+        for (j, (a, t)) in acc[lo..hi].iter().zip(&thr[lo..hi]).enumerate() {
+            bits |= u64::from(*a < *t) << j;
+        }
+        *o = (bits ^ flip[w]) & valid_mask(n, w);
+    }
+}
+
+/// Packed signs of `rows` rows of accumulators (row stride `n_pad`, `n` channels) into
+/// `out` (`ceil(n / 64)` words per row), with the SIMD compare of the (available) ISA.
+fn threshold_rows(
+    isa: Isa,
+    acc: &[i32],
+    rows: usize,
+    n: usize,
+    n_pad: usize,
+    th: &Thresholds,
+    out: &mut [u64],
+) {
+    let nw = n.div_ceil(64);
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            // SAFETY: the ISA was checked available by the caller; the function asserts the
+            // slice bounds it relies on.
+            unsafe {
+                crate::x86::avx512::threshold_rows(acc, rows, n, n_pad, &th.thr, &th.flip, out)
+            }
+        }
+        _ => {
+            for r in 0..rows {
+                threshold_row(
+                    &acc[r * n_pad..r * n_pad + n],
+                    &th.thr,
+                    &th.flip,
+                    &mut out[r * nw..(r + 1) * nw],
+                );
+            }
+        }
+    }
+}
+
+thread_local! {
+    static ACC: std::cell::Cell<Vec<i32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` with a per-thread `i32` buffer of at least `len` values (reused across calls).
+fn with_acc<R>(len: usize, f: impl FnOnce(&mut [i32]) -> R) -> R {
+    let mut buf = ACC.with(|c| c.take());
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    let r = f(&mut buf[..len]);
+    ACC.with(|c| c.set(buf));
+    r
+}
+
+/// Whether a job of `work` word-operations over `m` rows should use rayon.
+pub(crate) fn want_parallel(m: usize, work: usize) -> bool {
+    rayon::current_num_threads() > 1 && m > 8 && work >= 1 << 16
+}
+
+pub(crate) fn row_block(m: usize, parallel: bool) -> usize {
+    if !parallel {
+        return ROW_BLOCK;
+    }
+    let tasks = 4 * rayon::current_num_threads();
+    (m.div_ceil(tasks).div_ceil(4) * 4).clamp(4, ROW_BLOCK)
+}
+
+/// Splits `out` (`per_row` elements per output row) into row blocks, computes each block's
+/// accumulators (`rows x n_pad`) with `compute(row0, rows, acc)` and emits them with `emit`.
+fn blocks<T: Send, C, E>(
+    out: &mut [T],
+    per_row: usize,
+    m: usize,
+    n_pad: usize,
+    parallel: bool,
+    compute: &C,
+    emit: E,
+) where
+    C: Fn(usize, usize, &mut [i32]) + Sync,
+    E: Fn(&[i32], usize, &mut [T]) + Sync,
+{
+    if m == 0 || per_row == 0 {
+        return;
+    }
+    let rb = row_block(m, parallel);
+    let body = |(bi, chunk): (usize, &mut [T])| {
+        let r0 = bi * rb;
+        let rows = rb.min(m - r0);
+        with_acc(rows * n_pad, |acc| {
+            compute(r0, rows, acc);
+            emit(acc, rows, chunk);
+        });
+    };
+    if parallel {
+        out.par_chunks_mut(rb * per_row).enumerate().for_each(body);
+    } else {
+        out.chunks_mut(rb * per_row).enumerate().for_each(body);
+    }
+}
+
+/// Drives a blocked computation of an `m x n` result into `out`.
+///
+/// `compute(row0, rows, acc)` must fill `acc[r * n_pad + c]` for `r < rows`, `c < n` with the
+/// exact dot products of output rows `row0 + r`.
+pub(crate) fn run<C>(
+    isa: Isa,
+    out: Output<'_>,
+    m: usize,
+    n: usize,
+    n_pad: usize,
+    parallel: bool,
+    compute: C,
+) where
+    C: Fn(usize, usize, &mut [i32]) + Sync,
+{
+    if n == 0 {
+        return;
+    }
+    match out {
+        // Rows of the kernel's width: the kernel writes straight into the output.
+        Output::I32(o) if n == n_pad => {
+            if m == 0 {
+                return;
+            }
+            let rb = row_block(m, parallel);
+            let body = |(bi, chunk): (usize, &mut [i32])| {
+                let r0 = bi * rb;
+                compute(r0, rb.min(m - r0), chunk);
+            };
+            if parallel {
+                o.par_chunks_mut(rb * n).enumerate().for_each(body);
+            } else {
+                o.chunks_mut(rb * n).enumerate().for_each(body);
+            }
+        }
+        Output::I32(o) => blocks(o, n, m, n_pad, parallel, &compute, |acc, rows, chunk| {
+            for r in 0..rows {
+                chunk[r * n..(r + 1) * n].copy_from_slice(&acc[r * n_pad..r * n_pad + n]);
+            }
+        }),
+        Output::Affine { scale, bias, out } => {
+            blocks(out, n, m, n_pad, parallel, &compute, |acc, rows, chunk| {
+                for r in 0..rows {
+                    let a = &acc[r * n_pad..r * n_pad + n];
+                    let o = &mut chunk[r * n..(r + 1) * n];
+                    for c in 0..n {
+                        o[c] = scale[c] * a[c] as f32 + bias[c];
+                    }
+                }
+            })
+        }
+        Output::Packed { thresholds, out } => {
+            let nw = n.div_ceil(64);
+            blocks(out, nw, m, n_pad, parallel, &compute, |acc, rows, chunk| {
+                threshold_rows(isa, acc, rows, n, n_pad, thresholds, chunk);
+            })
+        }
+    }
+}

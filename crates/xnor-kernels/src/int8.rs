@@ -1,0 +1,228 @@
+//! Exact int8 GEMM for 2-3 bit layers: `out[i, j] = sum_k a[i, k] * w[j, k]` in `i32`.
+//!
+//! 2-3 bit layers run on their *integer levels* as int8: ternary `{-1, 0, 1}`, 3-bit
+//! power-of-two levels times 4 `{0, +-1, +-2, +-4}`, and 1-bit `+-1` when mixed with a multi-bit
+//! side. Rows have `K` values stored with stride `ceil(K / 4) * 4` (zero pad bytes in the
+//! weights), matching the 4-byte groups of `vpdpbusd`.
+//!
+//! Exactness: weights may be any `i8`; activations must lie in `[-64, 64]` (checked), which
+//! keeps the AVX2 `vpmaddubsw` pairs below `i16` saturation (see `x86/avx2.rs`), and
+//! `K <= MAX_INT8_K` keeps the offset `i32` accumulator below `2^31` (see `x86/avx512.rs`).
+
+use bitpack::Isa;
+
+use crate::epilogue::{self, Output, ROW_BLOCK};
+use crate::error::{KernelError, Result, check_len, mul};
+use crate::reference;
+
+/// Largest supported `K` for the int8 kernels (`K * 255 * 128 < 2^31`).
+pub const MAX_INT8_K: usize = 65_536;
+
+/// Smallest and largest activation value the int8 kernels accept.
+pub const INT8_ACT_RANGE: (i8, i8) = (-64, 64);
+
+/// Int8 weights (`n` rows of `k` values, stride `ceil(k / 4) * 4`) prepared for the kernels.
+#[derive(Debug, Clone)]
+pub struct Int8Weights {
+    n: usize,
+    k: usize,
+    s: usize,
+    rows: Vec<i8>,
+    /// 16-channel panels of `w + 128` as `u8`: panel, group of 4 `k`, channel, byte.
+    panels: Vec<u8>,
+}
+
+impl Int8Weights {
+    /// Prepares `n` rows of `k` int8 weights (`n * ceil(k / 4) * 4` bytes, zero pad bytes).
+    ///
+    /// # Errors
+    /// Wrong length, `k == 0` or `k > MAX_INT8_K`, non-zero pad bytes.
+    ///
+    /// ```
+    /// use xnor_kernels::Int8Weights;
+    /// let w = Int8Weights::new(&[1, -2, 4, 0], 1, 3).unwrap();
+    /// assert_eq!(w.k(), 3);
+    /// assert!(Int8Weights::new(&[1, -2, 4, 7], 1, 3).is_err()); // pad byte set
+    /// ```
+    pub fn new(w: &[i8], n: usize, k: usize) -> Result<Self> {
+        const OP: &str = "Int8Weights::new";
+        if k == 0 || k > MAX_INT8_K {
+            return Err(KernelError::Shape {
+                op: OP,
+                reason: format!("K = {k} must be in 1..={MAX_INT8_K}"),
+            });
+        }
+        let s = reference::int8_stride(k);
+        check_len(OP, "w", w.len(), mul(OP, n, s)?)?;
+        for j in 0..n {
+            for kk in k..s {
+                if w[j * s + kk] != 0 {
+                    return Err(KernelError::Value {
+                        op: OP,
+                        buffer: "w",
+                        index: j * s + kk,
+                        value: i64::from(w[j * s + kk]),
+                        reason: "pad bytes beyond K must be zero",
+                    });
+                }
+            }
+        }
+        let npanels = n.div_ceil(16);
+        let mut panels = vec![128u8; npanels * s * 16];
+        for j in 0..n {
+            let (p, lane) = (j / 16, j % 16);
+            for kk in 0..s {
+                let (g, b) = (kk / 4, kk % 4);
+                panels[p * s * 16 + g * 64 + lane * 4 + b] = (i16::from(w[j * s + kk]) + 128) as u8;
+            }
+        }
+        Ok(Int8Weights {
+            n,
+            k,
+            s,
+            rows: w.to_vec(),
+            panels,
+        })
+    }
+
+    /// Number of output channels.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Logical number of values per row.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Bytes per row, `ceil(k / 4) * 4`.
+    pub fn stride(&self) -> usize {
+        self.s
+    }
+
+    pub(crate) fn n_pad(&self) -> usize {
+        self.n.div_ceil(16) * 16
+    }
+}
+
+/// Checks that every activation lies in [`INT8_ACT_RANGE`].
+pub(crate) fn check_act_range(op: &'static str, a: &[i8]) -> Result<()> {
+    let (lo, hi) = INT8_ACT_RANGE;
+    // `v` is in [-64, 64] iff `(v as u8) + 64` (wrapping) is at most 128: one unsigned max
+    // pass that vectorises on every x86-64 (SSE2 `pmaxub`); the position is searched only on
+    // failure.
+    let mx = a
+        .iter()
+        .fold(0u8, |mx, &v| mx.max((v as u8).wrapping_add(64)));
+    if mx <= 128 {
+        return Ok(());
+    }
+    if let Some(i) = a.iter().position(|&v| v < lo || v > hi) {
+        return Err(KernelError::Value {
+            op,
+            buffer: "a",
+            index: i,
+            value: i64::from(a[i]),
+            reason: "int8 activations must lie in [-64, 64]",
+        });
+    }
+    Ok(())
+}
+
+/// Computes `rows <= ROW_BLOCK` rows of `a` (stride `w.stride()`) into `acc` (stride
+/// `w.n_pad()`).
+pub(crate) fn int8_block(isa: Isa, a: &[i8], rows: usize, w: &Int8Weights, acc: &mut [i32]) {
+    let s = w.s;
+    let n_pad = w.n_pad();
+    assert!(rows <= ROW_BLOCK && a.len() >= rows * s && acc.len() >= rows * n_pad);
+    let mut rowsum = [0i32; ROW_BLOCK];
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            // SAFETY: AVX-512 (BW) is available; the assert above bounds a and rowsum.
+            unsafe { crate::x86::avx512::row_sums_i8(a.as_ptr(), s, rows, rowsum.as_mut_ptr()) }
+        }
+        _ => {
+            for (r, rs) in rowsum.iter_mut().enumerate().take(rows) {
+                *rs = a[r * s..(r + 1) * s].iter().map(|&v| i32::from(v)).sum();
+            }
+        }
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if bitpack::isa::has_avx512_vnni() => {
+            // SAFETY: AVX-512 + VNNI checked; the assert bounds a, acc and rowsum; panels hold
+            // n_pad / 16 panels of s * 16 bytes.
+            unsafe {
+                crate::x86::avx512::int8_rows(
+                    a.as_ptr(),
+                    s,
+                    rows,
+                    rowsum.as_ptr(),
+                    w.panels.as_ptr(),
+                    n_pad / 16,
+                    acc.as_mut_ptr(),
+                    n_pad,
+                )
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx2 => {
+            // SAFETY: Avx512 implies the Avx2 set; bounds as for the VNNI arm.
+            unsafe {
+                crate::x86::avx2::int8_rows(
+                    a.as_ptr(),
+                    s,
+                    rows,
+                    rowsum.as_ptr(),
+                    w.panels.as_ptr(),
+                    n_pad / 16,
+                    acc.as_mut_ptr(),
+                    n_pad,
+                )
+            }
+        }
+        _ => reference::int8_rows(a, s, rows, &w.rows, w.n, acc, n_pad),
+    }
+}
+
+/// Int8 GEMM with the ISA chosen by [`crate::selected_isa`]: `m` rows of `a` (stride
+/// `w.stride()`, values in `[-64, 64]`) against `w`, written to `out`.
+///
+/// # Errors
+/// Wrong buffer lengths, activations out of range, or an unusable `XNOR_ISA`.
+///
+/// ```
+/// use xnor_kernels::{int8_gemm, Int8Weights, Output};
+/// let w = Int8Weights::new(&[1, -2, 4, 0, 0, 1, 1, 0], 2, 3).unwrap();
+/// let mut out = [0i32; 2];
+/// int8_gemm(&[2, 1, -1, 0], &w, 1, Output::I32(&mut out)).unwrap();
+/// assert_eq!(out, [2 - 2 - 4, 0]);
+/// ```
+pub fn int8_gemm(a: &[i8], w: &Int8Weights, m: usize, out: Output<'_>) -> Result<()> {
+    int8_gemm_with(crate::selected_isa()?, a, w, m, out)
+}
+
+/// [`int8_gemm`] with an explicit ISA (an error if this CPU lacks it).
+///
+/// # Errors
+/// As [`int8_gemm`], plus [`KernelError::Isa`] for an unavailable ISA.
+pub fn int8_gemm_with(
+    isa: Isa,
+    a: &[i8],
+    w: &Int8Weights,
+    m: usize,
+    out: Output<'_>,
+) -> Result<()> {
+    const OP: &str = "int8_gemm";
+    let isa = crate::binary::resolve(isa)?;
+    let s = w.s;
+    check_len(OP, "a", a.len(), mul(OP, m, s)?)?;
+    check_act_range(OP, a)?;
+    out.check(OP, m, w.n)?;
+    let parallel = epilogue::want_parallel(m, m * w.n * s / 8);
+    epilogue::run(isa, out, m, w.n, w.n_pad(), parallel, |r0, rows, acc| {
+        int8_block(isa, &a[r0 * s..(r0 + rows) * s], rows, w, acc);
+    });
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! AVX2 kernels: binary GEMM with a nibble-LUT popcount and int8 GEMM with `vpmaddubsw`.
+//!
+//! Same panel layouts as the AVX-512 kernels (binary: 8 channels per panel, one 64-bit lane per
+//! channel, handled as two 256-bit halves; int8: 16 channels x 4 bytes per group).
+//!
+//! # Binary popcount
+//! `popcnt8(x) = lut[x & 15] + lut[x >> 4]` with `vpshufb`, then `vpsadbw` against zero sums
+//! the 8 bytes of each 64-bit lane, which is exactly one channel's count.
+//!
+//! # Int8 saturation bound
+//! `vpmaddubsw` adds two `u8 x i8` products into a *saturating* `i16`. Weights are offset to
+//! `wu = w + 128` in `[0, 255]` and activations are limited by the public API to `[-64, 64]`, so
+//! a pair is at most `2 * 255 * 64 = 32640 <= 32767` in magnitude: it never saturates. The
+//! `i16` pairs are widened with `vpmaddwd` against ones into `i32` and accumulated exactly.
+
+use std::arch::x86_64::*;
+
+use super::dispatch_tile;
+
+/// Binary micro-tile: `MR` rows x `NV` panels (8 channels each).
+///
+/// # Safety
+/// The CPU must support [`bitpack::Isa::Avx2`]; pointers as for the AVX-512 binary tile.
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn binary_tile<const MR: usize, const NV: usize>(
+    a: *const u64,
+    a_stride: usize,
+    kw: usize,
+    k: i32,
+    w: *const u64,
+    out: *mut i32,
+    out_stride: usize,
+) {
+    let pstride = kw * 8;
+    let lut = _mm256_setr_epi8(
+        0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3,
+        3, 4,
+    );
+    let low = _mm256_set1_epi8(0x0f);
+    let zero = _mm256_setzero_si256();
+    let mut acc = [[[_mm256_setzero_si256(); 2]; NV]; MR];
+    for kk in 0..kw {
+        let mut wv = [[_mm256_setzero_si256(); 2]; NV];
+        for (j, v) in wv.iter_mut().enumerate() {
+            for (h, vh) in v.iter_mut().enumerate() {
+                // SAFETY: panel j word kk lanes 4h..4h+4 are in bounds (caller's contract).
+                *vh = unsafe { _mm256_loadu_si256(w.add(j * pstride + kk * 8 + h * 4).cast()) };
+            }
+        }
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            // SAFETY: row i word kk is in bounds (caller's contract).
+            let av =
+                _mm256_set1_epi64x(unsafe { a.add(i * a_stride + kk).read_unaligned() } as i64);
+            for j in 0..NV {
+                for h in 0..2 {
+                    let x = _mm256_xor_si256(av, wv[j][h]);
+                    let lo = _mm256_and_si256(x, low);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), low);
+                    let c8 =
+                        _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
+                    acc_i[j][h] = _mm256_add_epi64(acc_i[j][h], _mm256_sad_epu8(c8, zero));
+                }
+            }
+        }
+    }
+    let kv = _mm_set1_epi32(k);
+    let idx = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+    for (i, acc_i) in acc.iter().enumerate() {
+        for (j, v) in acc_i.iter().enumerate() {
+            for (h, vh) in v.iter().enumerate() {
+                let pc = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(*vh, idx));
+                let d = _mm_sub_epi32(kv, _mm_slli_epi32::<1>(pc));
+                // SAFETY: out row i, columns j*8+h*4 .. +4 are in bounds (caller's contract).
+                unsafe { _mm_storeu_si128(out.add(i * out_stride + j * 8 + h * 4).cast(), d) };
+            }
+        }
+    }
+}
+
+/// Binary block (see the AVX-512 `binary_rows`).
+///
+/// # Safety
+/// The CPU must support [`bitpack::Isa::Avx2`]; buffers as for the AVX-512 `binary_rows`.
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn binary_rows(
+    a: *const u64,
+    a_stride: usize,
+    rows: usize,
+    kw: usize,
+    k: i32,
+    w: *const u64,
+    npanels: usize,
+    acc: *mut i32,
+    acc_stride: usize,
+) {
+    for p in 0..npanels {
+        let mut r = 0;
+        while r < rows {
+            let mr = (rows - r).min(3);
+            // SAFETY: offsets stay inside the buffers described by the caller's contract.
+            unsafe {
+                let ap = a.add(r * a_stride);
+                let wp = w.add(p * kw * 8);
+                let op = acc.add(r * acc_stride + p * 8);
+                dispatch_tile!(binary_tile, mr, 1, ap, a_stride, kw, k, wp, op, acc_stride);
+            }
+            r += mr;
+        }
+    }
+}
+
+/// Int8 micro-tile with `vpmaddubsw` + `vpmaddwd`: `MR` rows x `NV` panels of 16 channels.
+///
+/// # Safety
+/// The CPU must support [`bitpack::Isa::Avx2`]; pointers as for the AVX-512 int8 tile;
+/// activations in `[-64, 64]` (else the result may be wrong, never unsafe).
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt")]
+unsafe fn int8_tile<const MR: usize, const NV: usize>(
+    a: *const i8,
+    s: usize,
+    rowsum: *const i32,
+    w: *const u8,
+    out: *mut i32,
+    out_stride: usize,
+) {
+    let pstride = s * 16;
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[[_mm256_setzero_si256(); 2]; NV]; MR];
+    let mut g = 0;
+    while g < s {
+        let mut wv = [[_mm256_setzero_si256(); 2]; NV];
+        for (j, v) in wv.iter_mut().enumerate() {
+            for (h, vh) in v.iter_mut().enumerate() {
+                // SAFETY: panel j group g/4, half h (32 bytes) is in bounds (caller's contract).
+                *vh = unsafe { _mm256_loadu_si256(w.add(j * pstride + g * 16 + h * 32).cast()) };
+            }
+        }
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            // SAFETY: bytes g..g+4 of row i are in bounds (s is a multiple of 4).
+            let av = _mm256_set1_epi32(unsafe { a.add(i * s + g).cast::<i32>().read_unaligned() });
+            for j in 0..NV {
+                for h in 0..2 {
+                    let p16 = _mm256_maddubs_epi16(wv[j][h], av);
+                    acc_i[j][h] = _mm256_add_epi32(acc_i[j][h], _mm256_madd_epi16(p16, ones));
+                }
+            }
+        }
+        g += 4;
+    }
+    for (i, acc_i) in acc.iter().enumerate() {
+        // SAFETY: rowsum holds MR values (caller's contract).
+        let corr = _mm256_set1_epi32(unsafe { rowsum.add(i).read() } << 7);
+        for (j, v) in acc_i.iter().enumerate() {
+            for (h, vh) in v.iter().enumerate() {
+                // SAFETY: out row i, columns j*16+h*8 .. +8 are in bounds (caller's contract).
+                unsafe {
+                    _mm256_storeu_si256(
+                        out.add(i * out_stride + j * 16 + h * 8).cast(),
+                        _mm256_sub_epi32(*vh, corr),
+                    )
+                };
+            }
+        }
+    }
+}
+
+/// Int8 block (see the AVX-512 `int8_rows`).
+///
+/// # Safety
+/// The CPU must support [`bitpack::Isa::Avx2`]; buffers as for the AVX-512 `int8_rows`.
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn int8_rows(
+    a: *const i8,
+    s: usize,
+    rows: usize,
+    rowsum: *const i32,
+    w: *const u8,
+    npanels: usize,
+    acc: *mut i32,
+    acc_stride: usize,
+) {
+    for p in 0..npanels {
+        let mut r = 0;
+        while r < rows {
+            let mr = (rows - r).min(3);
+            // SAFETY: offsets stay inside the buffers described by the caller's contract.
+            unsafe {
+                let ap = a.add(r * s);
+                let rs = rowsum.add(r);
+                let wp = w.add(p * s * 16);
+                let op = acc.add(r * acc_stride + p * 16);
+                dispatch_tile!(int8_tile, mr, 1, ap, s, rs, wp, op, acc_stride);
+            }
+            r += mr;
+        }
+    }
+}

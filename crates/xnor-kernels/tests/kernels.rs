@@ -1,0 +1,556 @@
+//! One generic harness: every kernel on every ISA this host has, against the scalar reference
+//! and a naive unpacked conv, with exact equality.
+
+use proptest::prelude::*;
+use xnor_kernels::{
+    BinaryConv2d, BinaryWeights, Conv2dConfig, Direction, Int8Conv2d, Int8Weights, Isa,
+    KernelError, Output, PadMode, Thresholds, binary_gemm_with, int8_gemm_with, maxpool2x2_i32,
+    maxpool2x2_packed, reference,
+};
+
+/// Deterministic xorshift generator (no external RNG needed).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn signs(&mut self, n: usize) -> Vec<i8> {
+        (0..n)
+            .map(|_| if self.next() & 1 == 1 { -1 } else { 1 })
+            .collect()
+    }
+    fn levels(&mut self, n: usize, lo: i8, hi: i8) -> Vec<i8> {
+        let span = (i16::from(hi) - i16::from(lo) + 1) as u64;
+        (0..n)
+            .map(|_| (i16::from(lo) + (self.next() % span) as i16) as i8)
+            .collect()
+    }
+}
+
+/// Packs `rows` rows of `k` +-1 values (bit = 1 for -1, zero pad bits).
+fn pack(vals: &[i8], rows: usize, k: usize) -> Vec<u64> {
+    let kw = k.div_ceil(64);
+    let mut out = vec![0u64; rows * kw];
+    for r in 0..rows {
+        for j in 0..k {
+            if vals[r * k + j] < 0 {
+                out[r * kw + j / 64] |= 1 << (j % 64);
+            }
+        }
+    }
+    out
+}
+
+/// Pads int8 rows of `k` to the int8 stride with zeros.
+fn pad_rows(vals: &[i8], rows: usize, k: usize) -> Vec<i8> {
+    let s = reference::int8_stride(k);
+    let mut out = vec![0i8; rows * s];
+    for r in 0..rows {
+        out[r * s..r * s + k].copy_from_slice(&vals[r * k..(r + 1) * k]);
+    }
+    out
+}
+
+fn naive_dot(a: &[i8], w: &[i8]) -> i32 {
+    a.iter()
+        .zip(w)
+        .map(|(&x, &y)| i32::from(x) * i32::from(y))
+        .sum()
+}
+
+/// Random thresholds and directions (including the constant ones). Most thresholds are taken
+/// from the accumulators themselves (+-1), so that `acc == t` boundary cases are common.
+fn thresholds(rng: &mut Rng, n: usize, k: usize, acc: &[i32]) -> Thresholds {
+    let dirs = [
+        Direction::Increasing,
+        Direction::Decreasing,
+        Direction::AlwaysPlus,
+        Direction::AlwaysMinus,
+    ];
+    let rows = acc.len() / n.max(1);
+    let t: Vec<i32> = (0..n)
+        .map(|c| {
+            if rows > 0 && !rng.next().is_multiple_of(4) {
+                let r = (rng.next() % rows as u64) as usize;
+                acc[r * n + c] + (rng.next() % 3) as i32 - 1
+            } else {
+                (rng.next() % (2 * k as u64 + 3)) as i32 - k as i32 - 1
+            }
+        })
+        .collect();
+    let d: Vec<Direction> = (0..n)
+        .map(|_| dirs[(rng.next() % 8).min(3) as usize])
+        .collect();
+    Thresholds::new(&t, &d).unwrap()
+}
+
+/// Checks every output kind of a computation `run(isa, out)` against `want` (`m x n` i32).
+fn check_outputs(
+    what: &str,
+    m: usize,
+    n: usize,
+    k: usize,
+    want: &[i32],
+    rng: &mut Rng,
+    run: &dyn Fn(Isa, Output<'_>),
+) {
+    let scale: Vec<f32> = (0..n).map(|c| 0.25 * c as f32 - 1.0).collect();
+    let bias: Vec<f32> = (0..n).map(|c| c as f32 * 0.5).collect();
+    let th = thresholds(rng, n, k, want);
+    let nw = n.div_ceil(64);
+    let want_bits: Vec<u64> = (0..m)
+        .flat_map(|r| th.sign_bits(&want[r * n..(r + 1) * n]))
+        .collect();
+    for isa in Isa::available() {
+        let mut got = vec![i32::MIN; m * n];
+        run(isa, Output::I32(&mut got));
+        assert_eq!(got, want, "{what} i32 isa={isa}");
+        let mut f = vec![f32::NAN; m * n];
+        run(
+            isa,
+            Output::Affine {
+                scale: &scale,
+                bias: &bias,
+                out: &mut f,
+            },
+        );
+        for (i, v) in f.iter().enumerate() {
+            assert_eq!(
+                *v,
+                scale[i % n] * want[i] as f32 + bias[i % n],
+                "{what} affine isa={isa}"
+            );
+        }
+        let mut bits = vec![!0u64; m * nw];
+        run(
+            isa,
+            Output::Packed {
+                thresholds: &th,
+                out: &mut bits,
+            },
+        );
+        assert_eq!(bits, want_bits, "{what} packed isa={isa}");
+    }
+}
+
+fn check_binary_gemm(m: usize, n: usize, k: usize, seed: u64) {
+    let mut rng = Rng(seed | 1);
+    let av = rng.signs(m * k);
+    let wv = rng.signs(n * k);
+    let (a, w) = (pack(&av, m, k), pack(&wv, n, k));
+    let mut want = vec![0i32; m * n];
+    reference::binary_gemm(&a, &w, m, n, k, &mut want);
+    for i in 0..m {
+        for j in 0..n {
+            assert_eq!(
+                want[i * n + j],
+                naive_dot(&av[i * k..(i + 1) * k], &wv[j * k..(j + 1) * k])
+            );
+        }
+    }
+    let wts = BinaryWeights::new(&w, n, k).unwrap();
+    check_outputs(
+        &format!("binary gemm {m}x{n}x{k}"),
+        m,
+        n,
+        k,
+        &want,
+        &mut rng,
+        &|isa, out| binary_gemm_with(isa, &a, &wts, m, out).unwrap(),
+    );
+}
+
+fn check_int8_gemm(m: usize, n: usize, k: usize, seed: u64, act: (i8, i8)) {
+    let mut rng = Rng(seed | 1);
+    let av = rng.levels(m * k, act.0, act.1);
+    let wv = rng.levels(n * k, -128, 127);
+    let (a, w) = (pad_rows(&av, m, k), pad_rows(&wv, n, k));
+    let mut want = vec![0i32; m * n];
+    reference::int8_gemm(&a, &w, m, n, k, &mut want);
+    for i in 0..m {
+        for j in 0..n {
+            assert_eq!(
+                want[i * n + j],
+                naive_dot(&av[i * k..(i + 1) * k], &wv[j * k..(j + 1) * k])
+            );
+        }
+    }
+    let wts = Int8Weights::new(&w, n, k).unwrap();
+    check_outputs(
+        &format!("int8 gemm {m}x{n}x{k}"),
+        m,
+        n,
+        k,
+        &want,
+        &mut rng,
+        &|isa, out| int8_gemm_with(isa, &a, &wts, m, out).unwrap(),
+    );
+}
+
+const KS: [usize; 6] = [1, 63, 64, 65, 127, 1000];
+const MNS: [(usize, usize); 8] = [
+    (0, 3),
+    (3, 0),
+    (1, 1),
+    (1, 17),
+    (5, 1),
+    (7, 9),
+    (33, 24),
+    (37, 70),
+];
+
+#[test]
+fn binary_gemm_awkward_shapes() {
+    for (i, &k) in KS.iter().enumerate() {
+        for (j, &(m, n)) in MNS.iter().enumerate() {
+            check_binary_gemm(m, n, k, (i * 31 + j) as u64 + 7);
+        }
+    }
+}
+
+#[test]
+fn int8_gemm_awkward_shapes() {
+    for (i, &k) in KS.iter().enumerate() {
+        for (j, &(m, n)) in MNS.iter().enumerate() {
+            check_int8_gemm(m, n, k, (i * 31 + j) as u64 + 11, (-4, 4));
+        }
+    }
+}
+
+#[test]
+fn int8_gemm_extreme_values_are_exact() {
+    // Largest legal activations against the full weight range: the AVX2 i16 pairs peak here.
+    for &k in &[4, 64, 1000] {
+        let (m, n) = (5, 20);
+        let a = pad_rows(&vec![64i8; m * k], m, k);
+        let an = pad_rows(&vec![-64i8; m * k], m, k);
+        let mut wv = vec![-128i8; n * k];
+        for (i, v) in wv.iter_mut().enumerate() {
+            if i % 3 == 0 {
+                *v = 127;
+            }
+        }
+        let w = pad_rows(&wv, n, k);
+        let wts = Int8Weights::new(&w, n, k).unwrap();
+        for a in [&a, &an] {
+            let mut want = vec![0; m * n];
+            reference::int8_gemm(a, &w, m, n, k, &mut want);
+            for isa in Isa::available() {
+                let mut got = vec![0; m * n];
+                int8_gemm_with(isa, a, &wts, m, Output::I32(&mut got)).unwrap();
+                assert_eq!(got, want, "isa={isa} k={k}");
+            }
+        }
+    }
+}
+
+/// Naive direct conv on unpacked values (NHWC input, OHWI weights); padded positions take
+/// `pad_value`.
+#[allow(clippy::too_many_arguments)]
+fn naive_conv(
+    x: &[i8],
+    wts: &[i8],
+    (b, h, w, cin): (usize, usize, usize, usize),
+    (cout, kh, kw): (usize, usize, usize),
+    stride: usize,
+    pad: usize,
+    pad_value: i32,
+) -> (Vec<i32>, usize, usize) {
+    let ho = (h + 2 * pad - kh) / stride + 1;
+    let wo = (w + 2 * pad - kw) / stride + 1;
+    let mut out = vec![0i32; b * ho * wo * cout];
+    for n in 0..b {
+        for oy in 0..ho {
+            for ox in 0..wo {
+                for o in 0..cout {
+                    let mut s = 0;
+                    for r in 0..kh {
+                        for c in 0..kw {
+                            let iy = (oy * stride + r) as isize - pad as isize;
+                            let ix = (ox * stride + c) as isize - pad as isize;
+                            for ch in 0..cin {
+                                let wv = i32::from(wts[((o * kh + r) * kw + c) * cin + ch]);
+                                let xv = if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize
+                                {
+                                    pad_value
+                                } else {
+                                    i32::from(
+                                        x[((n * h + iy as usize) * w + ix as usize) * cin + ch],
+                                    )
+                                };
+                                s += wv * xv;
+                            }
+                        }
+                    }
+                    out[((n * ho + oy) * wo + ox) * cout + o] = s;
+                }
+            }
+        }
+    }
+    (out, ho, wo)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_binary_conv(
+    b: usize,
+    h: usize,
+    w: usize,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    seed: u64,
+) {
+    let mut rng = Rng(seed | 1);
+    let xv = rng.signs(b * h * w * cin);
+    let wv = rng.signs(cout * k * k * cin);
+    let x = pack(&xv, b * h * w, cin);
+    let wp = pack(&wv, cout * k * k, cin);
+    for (mode, pv) in [(PadMode::Zero, 0), (PadMode::One, 1)] {
+        if pad == 0 && mode == PadMode::One {
+            continue;
+        }
+        let cfg = Conv2dConfig {
+            stride,
+            padding: pad,
+            pad_mode: mode,
+        };
+        let conv = BinaryConv2d::new(&wp, cout, cin, k, k, cfg).unwrap();
+        let (want, ho, wo) = naive_conv(&xv, &wv, (b, h, w, cin), (cout, k, k), stride, pad, pv);
+        let m = b * ho * wo;
+        let what = format!("binary conv b{b} {h}x{w}x{cin}->{cout} k{k} s{stride} p{pad} {mode:?}");
+        check_outputs(&what, m, cout, k * k * cin, &want, &mut rng, &|isa, out| {
+            conv.forward_with(isa, &x, b, h, w, out).unwrap()
+        });
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_int8_conv(
+    b: usize,
+    h: usize,
+    w: usize,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    seed: u64,
+) {
+    let mut rng = Rng(seed | 1);
+    let xv = rng.levels(b * h * w * cin, -4, 4);
+    let wv = rng.levels(cout * k * k * cin, -4, 4);
+    // bitpack's int8 layout: every pixel and every weight tap padded to a multiple of 4 bytes.
+    let wp = pad_rows(&wv, cout * k * k, cin);
+    let xp = pad_rows(&xv, b * h * w, cin);
+    let cfg = Conv2dConfig {
+        stride,
+        padding: pad,
+        pad_mode: PadMode::Zero,
+    };
+    let conv = Int8Conv2d::new(&wp, cout, cin, k, k, cfg).unwrap();
+    let (want, ho, wo) = naive_conv(&xv, &wv, (b, h, w, cin), (cout, k, k), stride, pad, 0);
+    let what = format!("int8 conv b{b} {h}x{w}x{cin}->{cout} k{k} s{stride} p{pad}");
+    check_outputs(
+        &what,
+        b * ho * wo,
+        cout,
+        k * k * cin * 16,
+        &want,
+        &mut rng,
+        &|isa, out| conv.forward_with(isa, &xp, b, h, w, out).unwrap(),
+    );
+}
+
+#[test]
+fn binary_conv_matches_naive_conv() {
+    let mut seed = 1;
+    for &cin in &[1, 16, 32, 64, 65, 130] {
+        for &cout in &[1, 9, 20] {
+            for &(k, stride, pad) in &[
+                (3, 1, 1),
+                (3, 2, 1),
+                (3, 1, 0),
+                (1, 1, 0),
+                (1, 2, 0),
+                (3, 2, 0),
+            ] {
+                seed += 1;
+                check_binary_conv(2, 5, 7, cin, cout, k, stride, pad, seed);
+            }
+        }
+    }
+    // Inputs as small as the kernel, and a single pixel with padding.
+    check_binary_conv(1, 1, 1, 16, 8, 3, 1, 1, 99);
+    check_binary_conv(1, 3, 3, 70, 8, 3, 2, 0, 98);
+}
+
+#[test]
+fn int8_conv_matches_naive_conv() {
+    let mut seed = 1000;
+    for &cin in &[1, 3, 16, 33] {
+        for &cout in &[1, 17, 40] {
+            for &(k, stride, pad) in &[(3, 1, 1), (3, 2, 1), (1, 1, 0), (1, 2, 0)] {
+                seed += 1;
+                check_int8_conv(2, 5, 7, cin, cout, k, stride, pad, seed);
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_maxpool_equals_pool_then_threshold() {
+    let mut rng = Rng(12345);
+    let (b, h, w, cin, cout) = (2, 7, 6, 32, 70);
+    let xv = rng.signs(b * h * w * cin);
+    let wv = rng.signs(cout * 9 * cin);
+    let x = pack(&xv, b * h * w, cin);
+    let cfg = Conv2dConfig {
+        stride: 1,
+        padding: 1,
+        pad_mode: PadMode::Zero,
+    };
+    let conv = BinaryConv2d::new(&pack(&wv, cout * 9, cin), cout, cin, 3, 3, cfg).unwrap();
+    let (ho, wo) = conv.output_hw(h, w).unwrap();
+    // Reference: i32 conv, i32 max-pool, then threshold.
+    let mut acc = vec![0; b * ho * wo * cout];
+    conv.forward_with(Isa::Scalar, &x, b, h, w, Output::I32(&mut acc))
+        .unwrap();
+    let th = thresholds(&mut rng, cout, 9 * cin, &acc);
+    let mut pooled = vec![0; b * (ho / 2) * (wo / 2) * cout];
+    maxpool2x2_i32(&acc, b, ho, wo, cout, &mut pooled).unwrap();
+    let want: Vec<u64> = pooled.chunks(cout).flat_map(|r| th.sign_bits(r)).collect();
+    for isa in Isa::available() {
+        let cw = cout.div_ceil(64);
+        let mut bits = vec![0u64; b * ho * wo * cw];
+        conv.forward_with(
+            isa,
+            &x,
+            b,
+            h,
+            w,
+            Output::Packed {
+                thresholds: &th,
+                out: &mut bits,
+            },
+        )
+        .unwrap();
+        let mut got = vec![0u64; b * (ho / 2) * (wo / 2) * cw];
+        maxpool2x2_packed(&bits, b, ho, wo, cout, &th.pool_and_mask(), &mut got).unwrap();
+        assert_eq!(got, want, "isa={isa}");
+    }
+}
+
+#[test]
+fn errors_are_reported() {
+    // Pad bits set in activations.
+    let w = BinaryWeights::new(&[0, 0], 2, 10).unwrap();
+    let mut out = [0; 2];
+    let err = binary_gemm_with(Isa::Scalar, &[1 << 20], &w, 1, Output::I32(&mut out)).unwrap_err();
+    assert!(
+        matches!(err, KernelError::Value { buffer: "a", .. }),
+        "{err}"
+    );
+    // Wrong output length.
+    let err = binary_gemm_with(Isa::Scalar, &[0], &w, 1, Output::I32(&mut out[..1])).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            KernelError::Length {
+                buffer: "out",
+                expected: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Int8 activation out of range.
+    let w8 = Int8Weights::new(&[1, 0, 0, 0], 1, 1).unwrap();
+    let err = int8_gemm_with(
+        Isa::Scalar,
+        &[65, 0, 0, 0],
+        &w8,
+        1,
+        Output::I32(&mut out[..1]),
+    )
+    .unwrap_err();
+    assert!(matches!(err, KernelError::Value { value: 65, .. }), "{err}");
+    // A non-zero pad byte in an int8 conv weight tap (cin = 2, taps padded to 4 bytes).
+    let err = Int8Conv2d::new(&[1, 0, 5, 0], 1, 2, 1, 1, Conv2dConfig::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            KernelError::Value {
+                index: 2,
+                value: 5,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // An ISA this host lacks is an error, never a fallback.
+    for isa in Isa::ALL.into_iter().filter(|i| !i.is_available()) {
+        let err = binary_gemm_with(isa, &[0], &w, 1, Output::I32(&mut out)).unwrap_err();
+        assert!(matches!(err, KernelError::Isa(_)), "{err}");
+    }
+    // Kernel larger than the padded input.
+    let conv = BinaryConv2d::new(&[0; 9], 1, 1, 3, 3, Conv2dConfig::default()).unwrap();
+    assert!(matches!(
+        conv.output_hw(2, 5),
+        Err(KernelError::Shape { .. })
+    ));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn binary_gemm_random_shapes(m in 0usize..40, n in 0usize..40, k in 1usize..700, seed: u64) {
+        check_binary_gemm(m, n, k, seed);
+    }
+
+    #[test]
+    fn int8_gemm_random_shapes(m in 0usize..40, n in 0usize..40, k in 1usize..700, seed: u64) {
+        check_int8_gemm(m, n, k, seed, (-64, 64));
+    }
+
+    #[test]
+    fn binary_conv_random_shapes(
+        h in 1usize..9, w in 1usize..9, cin in 1usize..140, cout in 1usize..40,
+        k in prop::sample::select(vec![1usize, 3]), stride in 1usize..3, pad in 0usize..2, seed: u64,
+    ) {
+        prop_assume!(h + 2 * pad >= k && w + 2 * pad >= k);
+        check_binary_conv(1, h, w, cin, cout, k, stride, pad, seed);
+    }
+
+    #[test]
+    fn int8_conv_random_shapes(
+        h in 1usize..8, w in 1usize..8, cin in 1usize..40, cout in 1usize..40,
+        k in prop::sample::select(vec![1usize, 3]), stride in 1usize..3, pad in 0usize..2, seed: u64,
+    ) {
+        prop_assume!(h + 2 * pad >= k && w + 2 * pad >= k);
+        check_int8_conv(1, h, w, cin, cout, k, stride, pad, seed);
+    }
+}
+
+#[test]
+fn large_shapes_on_a_thread_pool_match() {
+    // Big enough to take the rayon path (work above the threshold, several row blocks), run on
+    // an explicit multi-thread pool so the split into tasks is exercised on any host.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        check_binary_gemm(301, 72, 1000, 5);
+        check_int8_gemm(301, 72, 1000, 6, (-64, 64));
+        check_binary_conv(2, 16, 15, 128, 70, 3, 1, 1, 7);
+        check_binary_conv(2, 16, 16, 32, 64, 3, 2, 1, 8);
+        check_int8_conv(2, 16, 15, 64, 40, 3, 1, 1, 9);
+    });
+}
