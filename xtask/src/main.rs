@@ -2,6 +2,10 @@
 //!
 //! Run `cargo xtask --help` for the list of commands. Each command lives in its own module.
 
+mod bench_kernels;
+mod bench_train;
+mod fetch_data;
+mod reproduce_cifar;
 mod schedule_cmd;
 
 use clap::{Parser, Subcommand};
@@ -18,9 +22,18 @@ struct Cli {
 enum Command {
     /// Print the alpha and learning-rate values a schedule gives over a run.
     Schedule(schedule_cmd::Args),
+    /// Time the 1-bit and int8 conv kernels against an AVX-512 float GEMM baseline.
+    BenchKernels(bench_kernels::Args),
+    /// Time one training step of ResNet-20 and ConvNet D, float and AQE W1A1, at 1 and 2 threads.
+    BenchTrain(bench_train::Args),
+    /// Download, verify and unpack CIFAR-10 or CIFAR-100 (resumable; `--from` for offline use).
+    #[command(long_about = fetch_data::LONG_ABOUT)]
+    FetchData(fetch_data::Args),
+    /// Train the paper's models with AQE (or STE, float, ...) and compare with its Tables I and II.
+    ReproduceCifar(Box<reproduce_cifar::Args>),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -29,7 +42,21 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.command {
+    aqe_candle::tune_allocator();
+    let result = match cli.command {
         Command::Schedule(args) => schedule_cmd::run(args),
+        Command::BenchKernels(args) => bench_kernels::run(args),
+        Command::BenchTrain(args) => bench_train::run(args),
+        Command::FetchData(args) => fetch_data::run(args),
+        Command::ReproduceCifar(args) => reproduce_cifar::run(*args),
+    };
+    // Errors are for people: the message and its causes, never a backtrace (which anyhow
+    // would print for an error returned from main when RUST_BACKTRACE is set).
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

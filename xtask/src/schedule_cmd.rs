@@ -10,12 +10,12 @@ use aqe_core::{AlphaSchedule, LrSchedule, Progress, ScheduleUnit};
     cargo xtask schedule --alpha cosine:0.5:1@iter --lr multistep:32000,38000:0.1@iter \\\n    \
     --base-lr 0.1 --epochs 164 --steps-per-epoch 391")]
 pub(crate) struct Args {
-    /// Alpha schedule: constant:V | linear[:START[:END]] | exp[:START[:END[:SHARPNESS]]] |
-    /// cosine[:START[:END]] | step[:START[:END[:STEPS]]], then optionally @epoch or @iter.
+    /// Alpha schedule: `constant:V | linear[:START[:END]] | exp[:START[:END[:SHARPNESS]]] |
+    /// cosine[:START[:END]] | step[:START[:END[:STEPS]]]`, then optionally @epoch or @iter.
     #[arg(long, default_value = "linear:0.5:1@epoch")]
     alpha: AlphaSchedule,
-    /// Learning-rate schedule: constant | exp:GAMMA | exp_to:FINAL | multistep:M1,M2,..[:FACTOR]
-    /// (milestones in units or N%) | cosine[:MIN], then optionally +warmup:N and @epoch or @iter.
+    /// Learning-rate schedule: `constant | exp:GAMMA | exp_to:FINAL | multistep:M1,M2,..[:FACTOR]`
+    /// (milestones in units or N%) `| cosine[:MIN]`, then optionally +warmup:N and @epoch or @iter.
     #[arg(long, default_value = "constant")]
     lr: LrSchedule,
     /// The optimizer's base learning rate.

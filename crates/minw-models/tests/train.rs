@@ -184,3 +184,38 @@ fn a_diverging_float_run_stops_with_a_message() {
     assert!(err.contains("loss became"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn one_epoch_on_real_fashion_mnist_is_clearly_above_chance() {
+    let dir = Path::new(minw_models::data::FASHION_MNIST_DEFAULT_DIR);
+    if !dir.exists() {
+        eprintln!(
+            "skipped: {} is absent (apt-get install -y dataset-fashion-mnist)",
+            dir.display()
+        );
+        return;
+    }
+    let raw = minw_models::data::DatasetKind::FashionMnist
+        .load(None)
+        .unwrap();
+    let mut cfg = TrainConfig::paper("D", "1/1", "aqe".parse().unwrap(), "fashion-mnist").unwrap();
+    cfg.epochs = 1;
+    cfg.batch_size = 50;
+    cfg.validation = 0;
+    cfg.train_subset = Some(2000);
+    cfg.test_subset = Some(1000);
+    let data = RunData::prepare(&cfg, &raw.train, &raw.test).unwrap();
+    let out = tmp("fashion");
+    let mut t = Trainer::create(cfg, &out, info()).unwrap();
+    assert_eq!(
+        t.fit(&data, &AtomicBool::new(false)).unwrap(),
+        Outcome::Finished
+    );
+    let acc = t.metrics()[0].test_acc;
+    // Ten classes: chance is 10%.
+    assert!(
+        acc > 0.4,
+        "W1A1 ConvNet D after one epoch on 2000 images: test accuracy {acc}"
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}
