@@ -106,8 +106,8 @@ fn run_one(
     let model = spec.build(&Alphas::shared(alpha), &store)?;
     // The paper's recipes: Adam for the ConvNets, SGD with momentum for the ResNets.
     let algorithm = match arch {
-        Arch::ConvNet(_) => Algorithm::Adam(AdamConfig::default()),
-        Arch::ResNet { .. } => Algorithm::Sgd(SgdConfig::default()),
+        Arch::ConvNet(_) | Arch::AlexNetBn => Algorithm::Adam(AdamConfig::default()),
+        Arch::ResNet { .. } | Arch::ResNetImageNet { .. } => Algorithm::Sgd(SgdConfig::default()),
     };
     let mut opt = Optimizer::new(&store, algorithm)?;
     let mut rng = SeededRng::new(1);

@@ -385,10 +385,7 @@ fn fused_residual_activation_matches_add_then_activation() {
         assert_eq!(vec(g.get(a.as_tensor()).unwrap()), want_g, "{act:?} da");
         assert_eq!(vec(g.get(b.as_tensor()).unwrap()), want_g, "{act:?} db");
         if act != Activation::Identity {
-            assert!(
-                want_g.contains(&0.0),
-                "{act:?}: the gate cut nothing"
-            );
+            assert!(want_g.contains(&0.0), "{act:?}: the gate cut nothing");
         }
     }
 }

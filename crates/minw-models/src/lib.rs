@@ -22,6 +22,7 @@
 pub mod convnet;
 pub mod data;
 mod error;
+pub mod imagenet;
 pub mod resnet;
 pub mod setting;
 pub mod summary;
@@ -50,6 +51,12 @@ pub struct InputShape {
 }
 
 impl InputShape {
+    /// ImageNet crops: 224x224 RGB.
+    pub const IMAGENET: InputShape = InputShape {
+        height: 224,
+        width: 224,
+        channels: 3,
+    };
     /// CIFAR-10/100: 32x32 RGB.
     pub const CIFAR: InputShape = InputShape {
         height: 32,
@@ -69,6 +76,13 @@ impl InputShape {
 pub enum Arch {
     /// One of the paper's ConvNets A-D.
     ConvNet(ConvNetVariant),
+    /// AlexNet with BatchNorm (ImageNet).
+    AlexNetBn,
+    /// An ImageNet ResNet (18 or 34).
+    ResNetImageNet {
+        /// 18 or 34.
+        depth: usize,
+    },
     /// A CIFAR ResNet of the given depth.
     ResNet {
         /// `6n + 2`.
@@ -78,7 +92,7 @@ pub enum Arch {
     },
 }
 
-const ARCH_NAMES: &str = "A, B, C, D, resnet20, resnet32, resnet44, resnet56, resnet110 (append -b for projection shortcuts)";
+const ARCH_NAMES: &str = "A, B, C, D, resnet20, resnet32, resnet44, resnet56, resnet110 (append -b for projection shortcuts), alexnet-bn, resnet18, resnet34";
 
 impl FromStr for Arch {
     type Err = Error;
@@ -94,6 +108,12 @@ impl FromStr for Arch {
         };
         if let Some(v) = variant {
             return Ok(Arch::ConvNet(v));
+        }
+        match lower.as_str() {
+            "alexnet-bn" | "alexnet" | "alexnet_bn" => return Ok(Arch::AlexNetBn),
+            "resnet18" | "resnet-18" => return Ok(Arch::ResNetImageNet { depth: 18 }),
+            "resnet34" | "resnet-34" => return Ok(Arch::ResNetImageNet { depth: 34 }),
+            _ => {}
         }
         let unknown = || Error::Config {
             what: format!("model `{s}`"),
@@ -119,6 +139,8 @@ impl fmt::Display for Arch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Arch::ConvNet(v) => f.write_str(v.name()),
+            Arch::AlexNetBn => f.write_str("alexnet-bn"),
+            Arch::ResNetImageNet { depth } => write!(f, "resnet{depth}"),
             Arch::ResNet {
                 depth,
                 shortcut: ShortcutKind::PadA,
@@ -158,6 +180,23 @@ impl ModelSpec {
                 alphas,
                 scope,
             )?),
+            Arch::AlexNetBn => Model::AlexNetBn(Box::new(imagenet::AlexNetBn::new(
+                self.input,
+                self.classes,
+                &self.plan,
+                alphas,
+                scope,
+            )?)),
+            Arch::ResNetImageNet { depth } => {
+                Model::ResNetImageNet(Box::new(imagenet::ResNetImageNet::new(
+                    depth,
+                    self.input,
+                    self.classes,
+                    &self.plan,
+                    alphas,
+                    scope,
+                )?))
+            }
             Arch::ResNet { depth, shortcut } => Model::ResNet(Box::new(ResNetCifar::new(
                 depth,
                 shortcut,
@@ -178,6 +217,10 @@ pub enum Model {
     ConvNet(ConvNet),
     /// A CIFAR ResNet.
     ResNet(Box<ResNetCifar>),
+    /// AlexNet-BN.
+    AlexNetBn(Box<imagenet::AlexNetBn>),
+    /// ResNet-18/34 for ImageNet.
+    ResNetImageNet(Box<imagenet::ResNetImageNet>),
 }
 
 impl Model {
@@ -197,6 +240,8 @@ impl Model {
                 (format!("ConvNet {}", m.variant().name()), rows)
             }
             Model::ResNet(m) => (format!("ResNet-{}", m.depth()), m.summary_rows(hw)),
+            Model::AlexNetBn(m) => ("AlexNet-BN".to_string(), m.summary_rows(hw)),
+            Model::ResNetImageNet(m) => (format!("ResNet-{}", m.depth()), m.summary_rows(hw)),
         };
         summary::Summary::new(
             format!(
@@ -214,6 +259,8 @@ impl ModuleT for Model {
         match self {
             Model::ConvNet(m) => m.forward_t(x, train),
             Model::ResNet(m) => m.forward_t(x, train),
+            Model::AlexNetBn(m) => m.forward_t(x, train),
+            Model::ResNetImageNet(m) => m.forward_t(x, train),
         }
     }
 }

@@ -74,6 +74,93 @@ pub struct BasicBlock {
     act: BlockActivation,
 }
 
+impl BasicBlock {
+    /// A block from `in_c` to `out_c` channels whose first conv has `stride`; the shortcut is
+    /// the identity when the shape is kept, otherwise of kind `shortcut`.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "a constructor for the ResNet builders"
+    )]
+    pub(crate) fn new(
+        in_c: usize,
+        out_c: usize,
+        stride: usize,
+        shortcut: ShortcutKind,
+        act: BlockActivation,
+        plan: &QuantPlan,
+        alphas: &Alphas,
+        s: &Scope,
+    ) -> Result<Self> {
+        let conv_cfg = |stride, padding| -> Result<QuantConv2dConfig> {
+            Ok(QuantConv2dConfig {
+                stride,
+                padding,
+                bias: false,
+                quant: plan.layer(Position::Middle)?,
+            })
+        };
+        let bn_act = BatchNormConfig {
+            activation: act.fused(),
+            ..Default::default()
+        };
+        let conv1 = quant_conv2d(in_c, out_c, 3, conv_cfg(stride, 1)?, alphas, s.pp("conv1"))?;
+        let bn1 = batch_norm(out_c, bn_act, s.pp("conv1").pp("bn"))?;
+        let conv2 = quant_conv2d(out_c, out_c, 3, conv_cfg(1, 1)?, alphas, s.pp("conv2"))?;
+        let bn2 = batch_norm(out_c, BatchNormConfig::default(), s.pp("conv2").pp("bn"))?;
+        let shortcut = if stride == 1 && in_c == out_c {
+            Shortcut::Identity
+        } else {
+            match shortcut {
+                ShortcutKind::PadA => {
+                    let extra = out_c.checked_sub(in_c).ok_or_else(|| Error::Config {
+                        what: s.prefix().to_string(),
+                        reason: "an option-A shortcut cannot reduce channels".into(),
+                    })?;
+                    Shortcut::PadA {
+                        stride,
+                        pad_before: extra / 2,
+                        pad_after: extra - extra / 2,
+                    }
+                }
+                ShortcutKind::ProjectionB => Shortcut::ProjectionB {
+                    conv: quant_conv2d(
+                        in_c,
+                        out_c,
+                        1,
+                        conv_cfg(stride, 0)?,
+                        alphas,
+                        s.pp("shortcut"),
+                    )?,
+                    bn: batch_norm(out_c, BatchNormConfig::default(), s.pp("shortcut").pp("bn"))?,
+                },
+            }
+        };
+        Ok(BasicBlock {
+            conv1,
+            bn1,
+            conv2,
+            bn2,
+            shortcut,
+            act,
+        })
+    }
+
+    /// Summary rows of the block's convs for an input of `hw`; returns them with the output size.
+    pub(crate) fn summary_rows(
+        &self,
+        hw: (usize, usize),
+    ) -> (Vec<crate::summary::LayerRow>, (usize, usize)) {
+        use crate::summary::conv_row;
+        let (r1, mid) = conv_row(&self.conv1, hw);
+        let (r2, out) = conv_row(&self.conv2, mid);
+        let mut rows = vec![r1, r2];
+        if let Shortcut::ProjectionB { conv, .. } = &self.shortcut {
+            rows.push(conv_row(conv, hw).0);
+        }
+        (rows, out)
+    }
+}
+
 impl ModuleT for BasicBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> CandleResult<Tensor> {
         let h = self
@@ -178,61 +265,9 @@ impl ResNetCifar {
                 let s = scope
                     .pp(format!("stage{}", stage + 1))
                     .pp(format!("block{}", b + 1));
-                let conv1 = quant_conv2d(
-                    in_c,
-                    out_c,
-                    3,
-                    conv_cfg(stride, 1, Position::Middle)?,
-                    alphas,
-                    s.pp("conv1"),
-                )?;
-                let bn1 = batch_norm(out_c, bn_cfg, s.pp("conv1").pp("bn"))?;
-                let conv2 = quant_conv2d(
-                    out_c,
-                    out_c,
-                    3,
-                    conv_cfg(1, 1, Position::Middle)?,
-                    alphas,
-                    s.pp("conv2"),
-                )?;
-                let bn2 = batch_norm(out_c, BatchNormConfig::default(), s.pp("conv2").pp("bn"))?;
-                let shortcut = if stride == 1 && in_c == out_c {
-                    Shortcut::Identity
-                } else {
-                    match shortcut {
-                        ShortcutKind::PadA => {
-                            let extra = out_c - in_c;
-                            Shortcut::PadA {
-                                stride,
-                                pad_before: extra / 2,
-                                pad_after: extra - extra / 2,
-                            }
-                        }
-                        ShortcutKind::ProjectionB => Shortcut::ProjectionB {
-                            conv: quant_conv2d(
-                                in_c,
-                                out_c,
-                                1,
-                                conv_cfg(stride, 0, Position::Middle)?,
-                                alphas,
-                                s.pp("shortcut"),
-                            )?,
-                            bn: batch_norm(
-                                out_c,
-                                BatchNormConfig::default(),
-                                s.pp("shortcut").pp("bn"),
-                            )?,
-                        },
-                    }
-                };
-                blocks.push(BasicBlock {
-                    conv1,
-                    bn1,
-                    conv2,
-                    bn2,
-                    shortcut,
-                    act,
-                });
+                blocks.push(BasicBlock::new(
+                    in_c, out_c, stride, shortcut, act, plan, alphas, &s,
+                )?);
                 in_c = out_c;
             }
         }
@@ -269,14 +304,8 @@ impl ResNetCifar {
         let (row, mut hw) = conv_row(&self.stem, input);
         let mut rows = vec![row];
         for b in &self.blocks {
-            let block_in = hw;
-            let (r1, mid) = conv_row(&b.conv1, block_in);
-            let (r2, out) = conv_row(&b.conv2, mid);
-            rows.push(r1);
-            rows.push(r2);
-            if let Shortcut::ProjectionB { conv, .. } = &b.shortcut {
-                rows.push(conv_row(conv, block_in).0);
-            }
+            let (r, out) = b.summary_rows(hw);
+            rows.extend(r);
             hw = out;
         }
         rows.push(linear_row(&self.fc));

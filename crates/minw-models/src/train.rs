@@ -113,7 +113,15 @@ impl TrainConfig {
         };
         Ok(match arch {
             Arch::ConvNet(_) => base,
-            Arch::ResNet { .. } => TrainConfig {
+            // The paper's AlexNet-BN recipe: Adam 1e-4, batch 128, 50 epochs.
+            Arch::AlexNetBn => TrainConfig {
+                epochs: 50,
+                batch_size: 128,
+                lr: 1e-4,
+                lr_schedule: LrSchedule::default(),
+                ..base
+            },
+            Arch::ResNet { .. } | Arch::ResNetImageNet { .. } => TrainConfig {
                 epochs: 182,
                 batch_size: 128,
                 optimizer: "sgd".into(),

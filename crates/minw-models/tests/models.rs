@@ -152,3 +152,66 @@ fn bad_model_names_list_the_valid_ones() {
         Ok(Arch::ResNet { depth: 110, .. })
     ));
 }
+
+#[test]
+fn imagenet_models_have_the_usual_sizes_and_shapes() {
+    let build_in = |arch: &str, bits: &str| {
+        let spec = ModelSpec {
+            arch: arch.parse().unwrap(),
+            plan: QuantPlan::new(bits.parse().unwrap(), "aqe".parse().unwrap()),
+            input: InputShape::IMAGENET,
+            classes: 1000,
+        };
+        let store = ParamStore::new(0, &Device::Cpu);
+        let model = spec.build(&Alphas::default(), &store).unwrap();
+        (store, model)
+    };
+    // torchvision's counts (11,689,512 and 21,797,672) with the classifier's bias replaced by
+    // BatchNorm (+1000); AlexNet's 62.37 M weights plus BatchNorm after every layer.
+    for (arch, count) in [
+        ("resnet18", 11_690_512),
+        ("resnet34", 21_798_672),
+        ("alexnet-bn", 62_388_912),
+    ] {
+        let (store, model) = build_in(arch, "1/1");
+        assert_eq!(store.count(TRAINABLE), count, "{arch}");
+        let x = Tensor::zeros((1, 224, 224, 3), DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(
+            model.forward_t(&x, false).unwrap().dims(),
+            &[1, 1000],
+            "{arch}"
+        );
+        let summary = model.summary(InputShape::IMAGENET, &store);
+        let macs: u64 = summary.layers.iter().map(|l| l.macs).sum();
+        let expect = match arch {
+            "resnet18" => 1.81e9,
+            "resnet34" => 3.66e9,
+            _ => 1.13e9,
+        };
+        assert!(
+            (macs as f64 / expect - 1.0).abs() < 0.03,
+            "{arch}: {macs} MACs"
+        );
+    }
+    // ResNet-18 W1A2 with first and last layer float, as in the paper's Table V.
+    let mut plan = QuantPlan::new("2/1".parse().unwrap(), "aqe".parse().unwrap());
+    plan.policy = LayerPolicy {
+        first_layer: LayerPrecision::Float,
+        last_layer: LayerPrecision::Float,
+    };
+    let spec = ModelSpec {
+        arch: "resnet18".parse().unwrap(),
+        plan,
+        input: InputShape::IMAGENET,
+        classes: 1000,
+    };
+    let store = ParamStore::new(0, &Device::Cpu);
+    spec.build(&Alphas::default(), &store).unwrap();
+    assert_eq!(store.get("stem.weight").unwrap().kind, ParamKind::Kernel);
+    assert_eq!(store.get("fc.weight").unwrap().kind, ParamKind::Kernel);
+    assert_eq!(
+        store.get("stage2.block1.shortcut.weight").unwrap().kind,
+        ParamKind::QuantizedKernel
+    );
+    assert!("alexnet-bn".parse::<Arch>().is_ok() && "resnet51".parse::<Arch>().is_err());
+}
