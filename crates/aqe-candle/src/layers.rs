@@ -232,24 +232,29 @@ impl ModuleT for QuantConv2d {
             );
         }
         let w = kernel(&self.weight, &self.cfg.quant, &self.alphas, train)?;
-        let transform = match &self.cfg.quant.input_quantizer {
-            None => None,
+        let alpha = alpha_for(&self.alphas.input, train);
+        let (x, transform) = match &self.cfg.quant.input_quantizer {
+            None => (x.clone(), None),
+            // Off the CPU the fused transform is not available: quantize first (zero padding then
+            // applies to the quantized tensor, the same rule).
+            Some(spec) if !x.device().is_cpu() => (quantize(x, spec, alpha)?, None),
             Some(spec) => {
                 let hard = if spec.quantizer.is_data_dependent() {
-                    crate::cpu::with_slice(&x.to_device(&candle_core::Device::Cpu)?, |s| {
-                        spec.quantizer.resolve(s)
-                    })?
+                    crate::cpu::with_slice(x, |s| spec.quantizer.resolve(s))?
                 } else {
                     spec.quantizer.resolve(&[])
                 };
-                Some(InputTransform {
-                    estimator: spec.estimator,
-                    quantizer: hard,
-                    alpha: alpha_for(&self.alphas.input, train),
-                })
+                (
+                    x.clone(),
+                    Some(InputTransform {
+                        estimator: spec.estimator,
+                        quantizer: hard,
+                        alpha,
+                    }),
+                )
             }
         };
-        let y = conv::conv2d_nhwc(x, &w, self.cfg.stride, self.cfg.padding, transform)?;
+        let y = conv::conv2d_nhwc(&x, &w, self.cfg.stride, self.cfg.padding, transform)?;
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),

@@ -589,15 +589,20 @@ impl Trainer {
             } else {
                 format!("{:.2}%", 100.0 * m.val_acc)
             };
+            let alpha = if self.cfg.estimator.uses_alpha() {
+                format!("alpha {:.3}, ", m.alpha)
+            } else {
+                String::new()
+            };
             tracing::info!(
-                "epoch {}/{}: loss {:.4}, train {:.2}%, val {}, test {:.2}% (alpha {:.3}, lr {:.2e}, {:.1}s)",
+                "epoch {}/{}: loss {:.4}, train {:.2}%, val {}, test {:.2}% ({}lr {:.2e}, {:.1}s)",
                 epoch + 1,
                 self.cfg.epochs,
                 m.train_loss,
                 100.0 * m.train_acc,
                 val,
                 100.0 * m.test_acc,
-                m.alpha,
+                alpha,
                 m.lr,
                 m.seconds
             );
