@@ -18,7 +18,7 @@ use candle_core::{ModuleT, Result as CandleResult, Tensor};
 
 use crate::InputShape;
 use crate::error::{Error, Result};
-use crate::resnet::{BasicBlock, BlockActivation, ShortcutKind};
+use crate::resnet::{BasicBlock, BlockActivation, PoolHead, ShortcutKind};
 use crate::setting::{Position, Precision, QuantPlan};
 use crate::summary::{LayerRow, conv_row, linear_row};
 
@@ -172,8 +172,7 @@ pub struct ResNetImageNet {
     stem: QuantConv2d,
     stem_bn: BatchNorm,
     blocks: Vec<BasicBlock>,
-    fc: QuantLinear,
-    fc_bn: BatchNorm,
+    head: PoolHead,
 }
 
 impl ResNetImageNet {
@@ -237,24 +236,13 @@ impl ResNetImageNet {
                 in_c = out_c;
             }
         }
-        let fc = quant_linear(
-            512,
-            classes,
-            QuantLinearConfig {
-                bias: false,
-                quant: plan.layer(Position::Last)?,
-            },
-            alphas,
-            scope.pp("fc"),
-        )?;
-        let fc_bn = batch_norm(classes, BatchNormConfig::default(), scope.pp("fc").pp("bn"))?;
+        let head = PoolHead::new(512, classes, plan, alphas, &scope)?;
         Ok(ResNetImageNet {
             depth,
             stem,
             stem_bn,
             blocks,
-            fc,
-            fc_bn,
+            head,
         })
     }
 
@@ -277,7 +265,7 @@ impl ResNetImageNet {
             rows.extend(r);
             hw = out;
         }
-        rows.push(linear_row(&self.fc));
+        rows.push(self.head.summary_row());
         rows
     }
 }
@@ -298,8 +286,6 @@ impl ModuleT for ResNetImageNet {
         for b in &self.blocks {
             h = b.forward_t(&h, train)?;
         }
-        let pooled = h.mean((1, 2))?;
-        self.fc_bn
-            .forward_t(&self.fc.forward_t(&pooled, train)?, train)
+        self.head.forward_t(&h, train)
     }
 }

@@ -200,6 +200,45 @@ impl ModuleT for BasicBlock {
     }
 }
 
+/// Global average pooling, the classifier and its BatchNorm: the head of every ResNet here.
+#[derive(Debug, Clone)]
+pub(crate) struct PoolHead {
+    fc: QuantLinear,
+    bn: BatchNorm,
+}
+
+impl PoolHead {
+    /// A head from `features` pooled channels to `classes`, quantized as the plan's last layer.
+    pub(crate) fn new(
+        features: usize,
+        classes: usize,
+        plan: &QuantPlan,
+        alphas: &Alphas,
+        scope: &Scope,
+    ) -> Result<Self> {
+        let cfg = QuantLinearConfig {
+            bias: false,
+            quant: plan.layer(Position::Last)?,
+        };
+        let fc = quant_linear(features, classes, cfg, alphas, scope.pp("fc"))?;
+        let bn = batch_norm(classes, BatchNormConfig::default(), scope.pp("fc").pp("bn"))?;
+        Ok(PoolHead { fc, bn })
+    }
+
+    /// The classifier's summary row.
+    pub(crate) fn summary_row(&self) -> crate::summary::LayerRow {
+        crate::summary::linear_row(&self.fc)
+    }
+}
+
+impl ModuleT for PoolHead {
+    fn forward_t(&self, x: &Tensor, train: bool) -> CandleResult<Tensor> {
+        let pooled = x.mean((1, 2))?;
+        self.bn
+            .forward_t(&self.fc.forward_t(&pooled, train)?, train)
+    }
+}
+
 /// A CIFAR ResNet of depth `6n + 2`.
 #[derive(Debug, Clone)]
 pub struct ResNetCifar {
@@ -207,8 +246,7 @@ pub struct ResNetCifar {
     stem: QuantConv2d,
     stem_bn: BatchNorm,
     blocks: Vec<BasicBlock>,
-    fc: QuantLinear,
-    fc_bn: BatchNorm,
+    head: PoolHead,
     act: BlockActivation,
 }
 
@@ -271,24 +309,13 @@ impl ResNetCifar {
                 in_c = out_c;
             }
         }
-        let fc = quant_linear(
-            64,
-            classes,
-            QuantLinearConfig {
-                bias: false,
-                quant: plan.layer(Position::Last)?,
-            },
-            alphas,
-            scope.pp("fc"),
-        )?;
-        let fc_bn = batch_norm(classes, BatchNormConfig::default(), scope.pp("fc").pp("bn"))?;
+        let head = PoolHead::new(64, classes, plan, alphas, &scope)?;
         Ok(ResNetCifar {
             depth,
             stem,
             stem_bn,
             blocks,
-            fc,
-            fc_bn,
+            head,
             act,
         })
     }
@@ -300,7 +327,7 @@ impl ResNetCifar {
 
     /// Summary rows of every conv and the classifier for `input` images, in order.
     pub(crate) fn summary_rows(&self, input: (usize, usize)) -> Vec<crate::summary::LayerRow> {
-        use crate::summary::{conv_row, linear_row};
+        use crate::summary::conv_row;
         let (row, mut hw) = conv_row(&self.stem, input);
         let mut rows = vec![row];
         for b in &self.blocks {
@@ -308,7 +335,7 @@ impl ResNetCifar {
             rows.extend(r);
             hw = out;
         }
-        rows.push(linear_row(&self.fc));
+        rows.push(self.head.summary_row());
         rows
     }
 
@@ -326,8 +353,6 @@ impl ModuleT for ResNetCifar {
         for b in &self.blocks {
             h = b.forward_t(&h, train)?;
         }
-        let pooled = h.mean((1, 2))?;
-        self.fc_bn
-            .forward_t(&self.fc.forward_t(&pooled, train)?, train)
+        self.head.forward_t(&h, train)
     }
 }
