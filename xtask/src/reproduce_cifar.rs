@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use aqe_core::{AlphaSchedule, Estimator, LrSchedule};
-use minw_models::data::{DatasetKind, FASHION_MNIST_DEFAULT_DIR};
+use minw_models::data::{CifarVariant, DatasetKind, FASHION_MNIST_DEFAULT_DIR, resolve_cifar_dir};
 use minw_models::train::{EpochMetrics, Outcome, RunData, TrainConfig, Trainer};
 
 use crate::fetch_data::{self, Source, Unreachable};
@@ -192,23 +192,29 @@ fn load_data(kind: DatasetKind, args: &Args) -> anyhow::Result<minw_models::data
         .unwrap_or_else(fetch_data::default_data_dir);
     let dir = match kind {
         DatasetKind::Cifar10 | DatasetKind::Cifar100 => {
-            let which = if kind == DatasetKind::Cifar10 {
-                fetch_data::Dataset::Cifar10
+            let (which, variant) = if kind == DatasetKind::Cifar10 {
+                (fetch_data::Dataset::Cifar10, CifarVariant::Cifar10)
             } else {
-                fetch_data::Dataset::Cifar100
+                (fetch_data::Dataset::Cifar100, CifarVariant::Cifar100)
             };
-            match fetch_data::ensure_dataset(which, &data_dir, &Source::Official) {
-                Ok(dir) => Some(dir),
-                Err(e) => {
-                    if let Some(u) = e.downcast_ref::<Unreachable>() {
-                        bail!(
-                            "{} is not in {} and its host cannot be reached ({u}).\nFetch the archive by other means, then run:\n  {}\nand run this command again.",
-                            kind.name(),
-                            data_dir.display(),
-                            u.command()
-                        );
+            // Files already in place (the official set, or any set in the same binary format)
+            // are used as they are; the loader checks them. Otherwise fetch the official set.
+            if resolve_cifar_dir(&data_dir, variant).is_ok() {
+                Some(data_dir.clone())
+            } else {
+                match fetch_data::ensure_dataset(which, &data_dir, &Source::Official) {
+                    Ok(dir) => Some(dir),
+                    Err(e) => {
+                        if let Some(u) = e.downcast_ref::<Unreachable>() {
+                            bail!(
+                                "{} is not in {} and its host cannot be reached ({u}).\nFetch the archive by other means, then run:\n  {}\nand run this command again.",
+                                kind.name(),
+                                data_dir.display(),
+                                u.command()
+                            );
+                        }
+                        return Err(e);
                     }
-                    return Err(e);
                 }
             }
         }
@@ -370,7 +376,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             break;
         }
     }
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs"));
+    // The table goes beside the runs: into the common parent of a preset's or a table's run
+    // directories, into the run directory of a single run.
+    let out = match results.as_slice() {
+        [(job, ..)] if title.is_none() => job.dir.clone(),
+        _ => results
+            .first()
+            .and_then(|r| r.0.dir.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from("runs")),
+    };
     finish(&results, &out, title.as_deref())
 }
 

@@ -1,0 +1,819 @@
+//! The packed inference engine: a W1A1 ConvNet loaded from a packed model file (see
+//! `docs/packed-format.md`) and run on `xnor-kernels` with the run-time ISA.
+//!
+//! Layer by layer it computes exactly what the training graph computes in evaluation mode
+//! (`model.forward_t(x, false)`), so its logits are bit-identical and its predictions equal:
+//!
+//! - the first conv (float image, binary weights) runs the training graph's own `f32`
+//!   convolution ([`aqe_candle::conv::conv2d_forward`]) with the +-1 weights, then
+//!   `(max-pool) -> v * scale + shift >= 0` in `f32` with the exported BatchNorm `scale`/`shift`;
+//! - every binary conv and hidden FC layer compares its integer accumulator with a per-channel
+//!   threshold folded from BatchNorm + HardTanh + the next layer's sign ([`fold_threshold`]);
+//!   max-pooling happens on the packed signs (AND for increasing channels, OR for decreasing);
+//! - the classifier computes `f32(acc) * scale + shift`, the training graph's BatchNorm.
+//!
+//! ```no_run
+//! use minw_models::packed::PackedModel;
+//! let model = PackedModel::load_path("model.minw".as_ref())?;
+//! let images = vec![0f32; 4 * model.image_len()]; // normalised NHWC
+//! let labels = model.predict(&images, 4)?;
+//! assert_eq!(labels.len(), 4);
+//! # Ok::<(), minw_models::Error>(())
+//! ```
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use aqe_candle::conv::{Conv2dGeometry, conv2d_forward};
+use bitpack::{BitTensor, Layout};
+use serde::{Deserialize, Serialize};
+use xnor_kernels::{BinaryConv2d, BinaryWeights, Conv2dConfig, Direction, Output, PadMode, Thresholds};
+
+use crate::error::{Error, Result};
+
+/// The packed model format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// `__metadata__` key holding the model description (JSON, [`ModelMeta`]).
+pub const MODEL_KEY: &str = "minw.model";
+/// `__metadata__` key holding the FNV-1a 64 checksum (16 lower-case hex digits).
+pub const CHECKSUM_KEY: &str = "minw.checksum";
+/// Largest accumulator magnitude the `f32` folding is exact for (integers up to 2^24).
+pub const MAX_EXACT_K: usize = 1 << 24;
+
+/// The model description stored as JSON under [`MODEL_KEY`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelMeta {
+    /// [`FORMAT_VERSION`].
+    pub format_version: u32,
+    /// The architecture, e.g. `convnet-D`.
+    pub architecture: String,
+    /// The MINW setting, `1/1`.
+    pub bits: String,
+    /// Input image `[height, width, channels]` (NHWC without the batch).
+    pub input_shape: [usize; 3],
+    /// Per-channel mean of the input normalisation `(p / 255 - mean) / std`.
+    pub normalize_mean: Vec<f32>,
+    /// Per-channel std of the input normalisation.
+    pub normalize_std: Vec<f32>,
+    /// Class names, one per logit.
+    pub class_names: Vec<String>,
+    /// The layers, in order.
+    pub layers: Vec<LayerMeta>,
+}
+
+/// One layer of a packed model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LayerMeta {
+    /// A conv on a float input with binary weights (the first layer): `f32` conv, optional
+    /// 2x2 max-pool, then the sign of `v * scale + shift` (f32) packed for the next layer.
+    FloatConv {
+        /// Layer name (its weight tensor is `<name>.weight`, OHWI sign plane).
+        name: String,
+        /// Input channels.
+        in_channels: usize,
+        /// Output channels.
+        out_channels: usize,
+        /// Square kernel size.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+        /// Zero padding (padded positions contribute 0).
+        padding: usize,
+        /// Whether a 2x2/2 max-pool follows the conv (before the BatchNorm).
+        pool: bool,
+        /// BatchNorm scale per channel, as `f32` bit patterns.
+        scale_bits: Vec<u32>,
+        /// BatchNorm shift per channel, as `f32` bit patterns.
+        shift_bits: Vec<u32>,
+    },
+    /// A binary conv with zero padding, optional 2x2 max-pool and per-channel thresholds.
+    BinaryConv {
+        /// Layer name (weight tensor `<name>.weight`, OHWI sign plane).
+        name: String,
+        /// Input channels.
+        in_channels: usize,
+        /// Output channels.
+        out_channels: usize,
+        /// Square kernel size.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+        /// Zero padding.
+        padding: usize,
+        /// Whether a 2x2/2 max-pool follows (pooled on signs, see the format docs).
+        pool: bool,
+        /// Per-channel thresholds.
+        thresholds: Vec<i32>,
+        /// Per-channel directions.
+        directions: Vec<Dir>,
+    },
+    /// A binary fully connected layer with thresholds (hidden FC).
+    BinaryDense {
+        /// Layer name (weight tensor `<name>.weight`, row-major sign plane `[out, in]`).
+        name: String,
+        /// Input features (NHWC flatten of the previous conv block).
+        in_features: usize,
+        /// Output features.
+        out_features: usize,
+        /// Per-channel thresholds.
+        thresholds: Vec<i32>,
+        /// Per-channel directions.
+        directions: Vec<Dir>,
+    },
+    /// The classifier: binary FC, logits `f32(acc) * scale + shift`.
+    BinaryDenseAffine {
+        /// Layer name (weight tensor `<name>.weight`).
+        name: String,
+        /// Input features.
+        in_features: usize,
+        /// Output features (classes).
+        out_features: usize,
+        /// Per-class scale, `f32` bit patterns.
+        scale_bits: Vec<u32>,
+        /// Per-class shift, `f32` bit patterns.
+        shift_bits: Vec<u32>,
+    },
+}
+
+impl LayerMeta {
+    /// The layer's name.
+    pub fn name(&self) -> &str {
+        match self {
+            LayerMeta::FloatConv { name, .. }
+            | LayerMeta::BinaryConv { name, .. }
+            | LayerMeta::BinaryDense { name, .. }
+            | LayerMeta::BinaryDenseAffine { name, .. } => name,
+        }
+    }
+}
+
+/// A threshold's direction as stored in files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dir {
+    /// `acc >= t` gives +1.
+    Increasing,
+    /// `acc <= t` gives +1.
+    Decreasing,
+    /// Always +1.
+    AlwaysPlus,
+    /// Always -1.
+    AlwaysMinus,
+}
+
+impl From<Dir> for Direction {
+    fn from(d: Dir) -> Direction {
+        match d {
+            Dir::Increasing => Direction::Increasing,
+            Dir::Decreasing => Direction::Decreasing,
+            Dir::AlwaysPlus => Direction::AlwaysPlus,
+            Dir::AlwaysMinus => Direction::AlwaysMinus,
+        }
+    }
+}
+
+/// BatchNorm's evaluation-mode `(scale, shift)` with exactly the training op's `f32` formulas:
+/// `inv = 1 / sqrt(var + eps)`, `scale = gamma * inv`, `shift = beta - mean * scale`.
+pub fn bn_scale_shift(
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>) {
+    let scale: Vec<f32> = gamma
+        .iter()
+        .zip(var)
+        .map(|(g, v)| g * (1.0 / (v + eps).sqrt()))
+        .collect();
+    let shift = beta
+        .iter()
+        .zip(mean)
+        .zip(&scale)
+        .map(|((b, m), s)| b - m * s)
+        .collect();
+    (scale, shift)
+}
+
+/// Whether the next layer's sign of `BN(v)` is +1, evaluated exactly as the training graph does:
+/// `f32(v * scale + shift) >= 0` (HardTanh's clamp keeps the sign; `-0.0` counts as +1).
+#[inline]
+pub fn bn_sign_plus(v: f32, scale: f32, shift: f32) -> bool {
+    v * scale + shift >= 0.0
+}
+
+/// Folds `sign(BN(acc))` for integer accumulators `acc` in `[-max_abs, max_abs]` into a threshold
+/// and direction with `xnor_kernels` semantics (`Increasing`: `acc >= t` is +1; `Decreasing`:
+/// `acc <= t` is +1), agreeing with [`bn_sign_plus`] on every integer of the range.
+///
+/// `t * scale` and `+ shift` are each rounded monotonically, so the predicate is monotone in
+/// `acc` and a binary search over the exact `f32` expression finds the boundary.
+///
+/// ```
+/// use minw_models::packed::{Dir, fold_threshold};
+/// assert_eq!(fold_threshold(0.5, -1.0, 100), Some((2, Dir::Increasing)));
+/// assert_eq!(fold_threshold(-0.5, 1.0, 100), Some((2, Dir::Decreasing)));
+/// assert_eq!(fold_threshold(0.0, -0.0, 100), Some((0, Dir::AlwaysPlus)));
+/// assert_eq!(fold_threshold(f32::NAN, 0.0, 100), None);
+/// ```
+///
+/// Returns `None` for a non-finite `scale` or `shift`, or `max_abs` above [`MAX_EXACT_K`].
+pub fn fold_threshold(scale: f32, shift: f32, max_abs: usize) -> Option<(i32, Dir)> {
+    if !scale.is_finite() || !shift.is_finite() || max_abs > MAX_EXACT_K {
+        return None;
+    }
+    let k = max_abs as i32;
+    let p = |t: i32| bn_sign_plus(t as f32, scale, shift);
+    let (lo, hi) = (-k, k);
+    if scale > 0.0 {
+        if !p(hi) {
+            return Some((0, Dir::AlwaysMinus));
+        }
+        if p(lo) {
+            return Some((0, Dir::AlwaysPlus));
+        }
+        // p(lo) false, p(hi) true: smallest t with p(t).
+        let (mut a, mut b) = (lo, hi);
+        while b - a > 1 {
+            let mid = a + (b - a) / 2;
+            if p(mid) { b = mid } else { a = mid }
+        }
+        Some((b, Dir::Increasing))
+    } else if scale < 0.0 {
+        if !p(lo) {
+            return Some((0, Dir::AlwaysMinus));
+        }
+        if p(hi) {
+            return Some((0, Dir::AlwaysPlus));
+        }
+        // p(lo) true, p(hi) false: largest t with p(t).
+        let (mut a, mut b) = (lo, hi);
+        while b - a > 1 {
+            let mid = a + (b - a) / 2;
+            if p(mid) { a = mid } else { b = mid }
+        }
+        Some((a, Dir::Decreasing))
+    } else if p(0) {
+        Some((0, Dir::AlwaysPlus))
+    } else {
+        Some((0, Dir::AlwaysMinus))
+    }
+}
+
+/// FNV-1a 64 over the model JSON and every tensor (name, dims, words; names in sorted order).
+/// Any single changed byte changes the hash (each step is a bijection of the state).
+pub(crate) fn checksum<'a>(
+    model_json: &str,
+    tensors: impl Iterator<Item = (&'a str, &'a BitTensor<'a>)>,
+) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    feed(model_json.as_bytes());
+    for (name, t) in tensors {
+        feed(&(name.len() as u64).to_le_bytes());
+        feed(name.as_bytes());
+        feed(&(t.dims().len() as u64).to_le_bytes());
+        for &d in t.dims() {
+            feed(&(d as u64).to_le_bytes());
+        }
+        for &w in t.words() {
+            feed(&w.to_le_bytes());
+        }
+    }
+    format!("{h:016x}")
+}
+
+fn bad(origin: &str, reason: impl Into<String>) -> Error {
+    Error::Data {
+        path: origin.to_string(),
+        offset: None,
+        reason: reason.into(),
+    }
+}
+
+fn f32s(bits: &[u32]) -> Vec<f32> {
+    bits.iter().map(|&b| f32::from_bits(b)).collect()
+}
+
+#[derive(Debug)]
+enum Layer {
+    FloatConv {
+        /// +-1 OHWI weights.
+        w: Vec<f32>,
+        in_c: usize,
+        out_c: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        pool: bool,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+    },
+    BinaryConv {
+        conv: BinaryConv2d,
+        out_c: usize,
+        pool: bool,
+        thresholds: Thresholds,
+        and_mask: Vec<u64>,
+    },
+    Dense {
+        w: BinaryWeights,
+        out: usize,
+        thresholds: Thresholds,
+    },
+    Classifier {
+        w: BinaryWeights,
+        out: usize,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+    },
+}
+
+/// Shapes of one layer's input and output for a given model, computed at load.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    /// Input spatial size (convs) or 1x1 (dense).
+    h: usize,
+    w: usize,
+    /// Output spatial size after the conv (before pooling).
+    ho: usize,
+    wo: usize,
+    /// Spatial size after pooling.
+    hp: usize,
+    wp: usize,
+}
+
+/// Per-batch-size buffers, planned once.
+#[derive(Debug, Default)]
+struct Buffers {
+    batch: usize,
+    conv_f32: Vec<f32>,
+    pool_f32: Vec<f32>,
+    bits_a: Vec<u64>,
+    bits_b: Vec<u64>,
+    acc: Vec<i32>,
+}
+
+/// A loaded, validated packed model.
+#[derive(Debug)]
+pub struct PackedModel {
+    meta: ModelMeta,
+    layers: Vec<Layer>,
+    steps: Vec<Step>,
+    buffers: Mutex<Buffers>,
+}
+
+impl PackedModel {
+    /// Reads and validates a packed model file.
+    ///
+    /// # Errors
+    /// [`Error::Data`] for an unreadable, malformed, truncated or inconsistent file.
+    pub fn load_path(path: &Path) -> Result<Self> {
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| bad(&shown, e.to_string()))?;
+        Self::load_bytes(&bytes, &shown)
+    }
+
+    /// Parses and validates a packed model held in memory; `origin` names it in errors.
+    /// Never panics on malformed input.
+    ///
+    /// # Errors
+    /// [`Error::Data`] naming what is wrong (container, version, checksum, layer, shape).
+    pub fn load_bytes(bytes: &[u8], origin: &str) -> Result<Self> {
+        let file =
+            bitpack::load_tensors(bytes).map_err(|e| bad(origin, format!("bitpack: {e}")))?;
+        let md = file.metadata();
+        let json = md
+            .get(MODEL_KEY)
+            .ok_or_else(|| bad(origin, format!("missing metadata key `{MODEL_KEY}`")))?;
+        let sum = md
+            .get(CHECKSUM_KEY)
+            .ok_or_else(|| bad(origin, format!("missing metadata key `{CHECKSUM_KEY}`")))?;
+        if let Some(k) = md
+            .keys()
+            .find(|k| k.starts_with("minw.") && *k != MODEL_KEY && *k != CHECKSUM_KEY)
+        {
+            return Err(bad(origin, format!("unknown metadata key `{k}`")));
+        }
+        let mut tensors = Vec::new();
+        for (name, t) in file.tensors() {
+            let t = t
+                .as_bits()
+                .ok_or_else(|| bad(origin, format!("tensor `{name}` is not a 1-bit sign plane")))?;
+            tensors.push((name.as_str(), t));
+        }
+        let got = checksum(json, tensors.iter().copied());
+        if &got != sum {
+            return Err(bad(
+                origin,
+                format!("checksum mismatch (stored {sum}, computed {got}): the file is corrupt"),
+            ));
+        }
+        let meta: ModelMeta = serde_json::from_str(json)
+            .map_err(|e| bad(origin, format!("`{MODEL_KEY}` is not a valid model description: {e}")))?;
+        let get = |name: &str| -> Result<&BitTensor<'_>> {
+            file.bits(name)
+                .map_err(|e| bad(origin, format!("tensor `{name}`: {e}")))
+        };
+        Self::build(meta, &get, tensors.len(), origin)
+    }
+
+    fn build<'f>(
+        meta: ModelMeta,
+        get: &dyn Fn(&str) -> Result<&'f BitTensor<'f>>,
+        n_tensors: usize,
+        origin: &str,
+    ) -> Result<Self> {
+        if meta.format_version != FORMAT_VERSION {
+            return Err(bad(
+                origin,
+                format!(
+                    "unsupported packed model format version {} (this build reads {FORMAT_VERSION})",
+                    meta.format_version
+                ),
+            ));
+        }
+        if meta.bits != "1/1" {
+            return Err(bad(origin, format!("unsupported bits `{}` (only 1/1)", meta.bits)));
+        }
+        let [h0, w0, c0] = meta.input_shape;
+        if h0 == 0 || w0 == 0 || c0 == 0 || h0 > 4096 || w0 > 4096 || c0 > 4096 {
+            return Err(bad(origin, format!("invalid input shape {:?}", meta.input_shape)));
+        }
+        if meta.normalize_mean.len() != c0 || meta.normalize_std.len() != c0 {
+            return Err(bad(origin, "normalisation mean/std must have one value per input channel"));
+        }
+        if meta.layers.len() != n_tensors {
+            return Err(bad(
+                origin,
+                format!("{} layers but {n_tensors} tensors", meta.layers.len()),
+            ));
+        }
+        let (mut h, mut w, mut c) = (h0, w0, c0);
+        // `flat`: the layer input is a feature vector of `c` elements (after the first dense).
+        let mut flat = false;
+        let mut layers = Vec::new();
+        let mut steps = Vec::new();
+        let nl = meta.layers.len();
+        for (i, lm) in meta.layers.iter().enumerate() {
+            let name = lm.name();
+            let lerr = |reason: String| bad(origin, format!("layer `{name}`: {reason}"));
+            let weight = get(&format!("{name}.weight"))?;
+            let conv_geom = |in_c: usize, out_c: usize, kernel: usize, stride: usize, padding: usize, pool: bool| -> Result<Step> {
+                if in_c != c || flat {
+                    return Err(lerr(format!("expects {in_c} input channels, gets {c} (flat: {flat})")));
+                }
+                if out_c == 0 || out_c > 65536 || kernel == 0 || kernel > 32 || stride == 0 || padding >= kernel {
+                    return Err(lerr(format!("invalid conv geometry out {out_c}, kernel {kernel}, stride {stride}, padding {padding}")));
+                }
+                if weight.layout() != Layout::Ohwi || weight.dims() != [out_c, kernel, kernel, in_c] {
+                    return Err(lerr(format!("weight has layout {} dims {:?}, expected ohwi {:?}", weight.layout().name(), weight.dims(), [out_c, kernel, kernel, in_c])));
+                }
+                if h + 2 * padding < kernel || w + 2 * padding < kernel {
+                    return Err(lerr(format!("kernel {kernel} larger than the padded {h}x{w} input")));
+                }
+                let ho = (h + 2 * padding - kernel) / stride + 1;
+                let wo = (w + 2 * padding - kernel) / stride + 1;
+                let (hp, wp) = if pool { (ho / 2, wo / 2) } else { (ho, wo) };
+                if hp == 0 || wp == 0 {
+                    return Err(lerr(format!("output {ho}x{wo} too small to pool")));
+                }
+                Ok(Step { h, w, ho, wo, hp, wp })
+            };
+            let check_vec = |what: &str, len: usize, want: usize| -> Result<()> {
+                if len != want {
+                    return Err(lerr(format!("{what} has {len} values, expected {want}")));
+                }
+                Ok(())
+            };
+            let thresholds = |t: &[i32], d: &[Dir], n: usize| -> Result<Thresholds> {
+                check_vec("thresholds", t.len(), n)?;
+                check_vec("directions", d.len(), n)?;
+                let d: Vec<Direction> = d.iter().map(|&d| d.into()).collect();
+                Thresholds::new(t, &d).map_err(|e| lerr(e.to_string()))
+            };
+            let finite = |what: &str, v: &[f32]| -> Result<()> {
+                if v.iter().any(|x| !x.is_finite()) {
+                    return Err(lerr(format!("{what} has a non-finite value")));
+                }
+                Ok(())
+            };
+            let position_ok = match lm {
+                LayerMeta::FloatConv { .. } => i == 0,
+                LayerMeta::BinaryDenseAffine { .. } => i + 1 == nl,
+                _ => i > 0 && i + 1 < nl,
+            };
+            if !position_ok {
+                return Err(lerr(format!("a {} layer cannot be layer {i} of {nl}", kind_name(lm))));
+            }
+            match lm {
+                LayerMeta::FloatConv { in_channels, out_channels, kernel, stride, padding, pool, scale_bits, shift_bits, .. } => {
+                    let st = conv_geom(*in_channels, *out_channels, *kernel, *stride, *padding, *pool)?;
+                    check_vec("scale", scale_bits.len(), *out_channels)?;
+                    check_vec("shift", shift_bits.len(), *out_channels)?;
+                    let (scale, shift) = (f32s(scale_bits), f32s(shift_bits));
+                    finite("scale", &scale)?;
+                    finite("shift", &shift)?;
+                    let wv = weight.to_f32();
+                    layers.push(Layer::FloatConv { w: wv, in_c: c, out_c: *out_channels, kernel: *kernel, stride: *stride, padding: *padding, pool: *pool, scale, shift });
+                    (h, w, c) = (st.hp, st.wp, *out_channels);
+                    steps.push(st);
+                }
+                LayerMeta::BinaryConv { in_channels, out_channels, kernel, stride, padding, pool, thresholds: t, directions, .. } => {
+                    let st = conv_geom(*in_channels, *out_channels, *kernel, *stride, *padding, *pool)?;
+                    let cfg = Conv2dConfig { stride: *stride, padding: *padding, pad_mode: PadMode::Zero };
+                    let conv = BinaryConv2d::new(weight.words(), *out_channels, c, *kernel, *kernel, cfg)
+                        .map_err(|e| lerr(e.to_string()))?;
+                    let thresholds = thresholds(t, directions, *out_channels)?;
+                    let and_mask = thresholds.pool_and_mask();
+                    layers.push(Layer::BinaryConv { conv, out_c: *out_channels, pool: *pool, thresholds, and_mask });
+                    (h, w, c) = (st.hp, st.wp, *out_channels);
+                    steps.push(st);
+                }
+                LayerMeta::BinaryDense { in_features, out_features, thresholds: t, directions, .. } => {
+                    let k = dense_in(*in_features, h, w, c, &lerr)?;
+                    let wts = dense_weights(weight, *out_features, k, &lerr)?;
+                    let thresholds = thresholds(t, directions, *out_features)?;
+                    layers.push(Layer::Dense { w: wts, out: *out_features, thresholds });
+                    steps.push(Step { h, w, ho: 1, wo: 1, hp: 1, wp: 1 });
+                    (h, w, c, flat) = (1, 1, *out_features, true);
+                }
+                LayerMeta::BinaryDenseAffine { in_features, out_features, scale_bits, shift_bits, .. } => {
+                    let k = dense_in(*in_features, h, w, c, &lerr)?;
+                    let wts = dense_weights(weight, *out_features, k, &lerr)?;
+                    check_vec("scale", scale_bits.len(), *out_features)?;
+                    check_vec("shift", shift_bits.len(), *out_features)?;
+                    let (scale, shift) = (f32s(scale_bits), f32s(shift_bits));
+                    finite("scale", &scale)?;
+                    finite("shift", &shift)?;
+                    layers.push(Layer::Classifier { w: wts, out: *out_features, scale, shift });
+                    steps.push(Step { h, w, ho: 1, wo: 1, hp: 1, wp: 1 });
+                    (h, w, c, flat) = (1, 1, *out_features, true);
+                }
+            }
+        }
+        if nl < 2 {
+            return Err(bad(origin, "a packed model needs at least a first conv and a classifier"));
+        }
+        if meta.class_names.len() != c {
+            return Err(bad(origin, format!("{} class names for {c} logits", meta.class_names.len())));
+        }
+        Ok(PackedModel { meta, layers, steps, buffers: Mutex::new(Buffers::default()) })
+    }
+
+    /// The model description.
+    pub fn meta(&self) -> &ModelMeta {
+        &self.meta
+    }
+
+    /// Number of `f32` values of one input image (`height * width * channels`).
+    pub fn image_len(&self) -> usize {
+        self.meta.input_shape.iter().product()
+    }
+
+    /// Number of classes (logits per image).
+    pub fn classes(&self) -> usize {
+        self.meta.class_names.len()
+    }
+
+    /// The logits of `images` (normalised NHWC `f32`, a whole number of images), computed in
+    /// batches of `batch` images; `classes()` values per image.
+    ///
+    /// # Errors
+    /// [`Error::Data`] for a wrong input length or `batch == 0`; kernel errors (an unusable
+    /// `XNOR_ISA`).
+    pub fn logits(&self, images: &[f32], batch: usize) -> Result<Vec<f32>> {
+        let il = self.image_len();
+        if batch == 0 || images.len() % il != 0 {
+            return Err(bad("packed model input", format!("{} values is not a whole number of {il}-value images (batch {batch})", images.len())));
+        }
+        let n = images.len() / il;
+        let mut out = vec![0f32; n * self.classes()];
+        let mut buf = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
+        for (chunk, o) in images.chunks(batch * il).zip(out.chunks_mut(batch * self.classes())) {
+            self.run(chunk, chunk.len() / il, &mut buf, o)?;
+        }
+        Ok(out)
+    }
+
+    /// Top-1 predictions (first index among equal maxima) of `images`; see [`Self::logits`].
+    ///
+    /// # Errors
+    /// As [`Self::logits`].
+    pub fn predict(&self, images: &[f32], batch: usize) -> Result<Vec<u32>> {
+        let logits = self.logits(images, batch)?;
+        Ok(argmax_rows(&logits, self.classes()))
+    }
+
+    fn plan(&self, buf: &mut Buffers, batch: usize) {
+        if buf.batch == batch && !buf.bits_a.is_empty() {
+            return;
+        }
+        let (mut f, mut p, mut bits, mut acc) = (0, 0, 0, 0);
+        for (l, s) in self.layers.iter().zip(&self.steps) {
+            match l {
+                Layer::FloatConv { out_c, .. } => {
+                    f = f.max(batch * s.ho * s.wo * out_c);
+                    p = p.max(batch * s.hp * s.wp * out_c);
+                    bits = bits.max(batch * s.ho * s.wo * out_c.div_ceil(64));
+                }
+                Layer::BinaryConv { out_c, .. } => {
+                    bits = bits.max(batch * s.ho * s.wo * out_c.div_ceil(64));
+                }
+                Layer::Dense { w, out, .. } | Layer::Classifier { w, out, .. } => {
+                    bits = bits.max(batch * w.k().div_ceil(64)).max(batch * out.div_ceil(64));
+                    acc = acc.max(batch * out);
+                }
+            }
+        }
+        *buf = Buffers {
+            batch,
+            conv_f32: vec![0.0; f],
+            pool_f32: vec![0.0; p],
+            bits_a: vec![0; bits],
+            bits_b: vec![0; bits],
+            acc: vec![0; acc],
+        };
+    }
+
+    fn run(&self, x: &[f32], batch: usize, buf: &mut Buffers, logits: &mut [f32]) -> Result<()> {
+        self.plan(buf, batch);
+        let kerr = |name: &str, e: &dyn std::fmt::Display| bad("packed model", format!("layer `{name}`: {e}"));
+        let Buffers { conv_f32, pool_f32, bits_a, bits_b, acc, .. } = buf;
+        // `cur` holds the current packed activations in `bits_a`, `len` words.
+        let mut len = 0usize;
+        let mut c_cur = 0usize;
+        for ((l, s), lm) in self.layers.iter().zip(&self.steps).zip(&self.meta.layers) {
+            let name = lm.name();
+            match l {
+                Layer::FloatConv { w, in_c, out_c, kernel, stride, padding, pool, scale, shift } => {
+                    let g = Conv2dGeometry {
+                        batch, in_h: s.h, in_w: s.w, in_c: *in_c, out_c: *out_c,
+                        kernel_h: *kernel, kernel_w: *kernel, stride: *stride, padding: *padding,
+                    };
+                    let conv = &mut conv_f32[..g.output_len()];
+                    conv2d_forward(&g, x, w, None, conv).map_err(|e| kerr(name, &e))?;
+                    let v: &[f32] = if *pool {
+                        let pooled = &mut pool_f32[..batch * s.hp * s.wp * out_c];
+                        maxpool2x2_f32(conv, batch, s.ho, s.wo, *out_c, pooled);
+                        pooled
+                    } else {
+                        conv
+                    };
+                    let cw = out_c.div_ceil(64);
+                    len = batch * s.hp * s.wp * cw;
+                    let dst = &mut bits_a[..len];
+                    dst.fill(0);
+                    for (px, row) in v.chunks_exact(*out_c).zip(dst.chunks_exact_mut(cw)) {
+                        for (ch, ((&v, &a), &b)) in px.iter().zip(scale).zip(shift).enumerate() {
+                            if !bn_sign_plus(v, a, b) {
+                                row[ch / 64] |= 1 << (ch % 64);
+                            }
+                        }
+                    }
+                    c_cur = *out_c;
+                }
+                Layer::BinaryConv { conv, out_c, pool, thresholds, and_mask } => {
+                    let cw = out_c.div_ceil(64);
+                    let n_out = batch * s.ho * s.wo * cw;
+                    conv.forward(&bits_a[..len], batch, s.h, s.w, Output::Packed { thresholds, out: &mut bits_b[..n_out] })
+                        .map_err(|e| kerr(name, &e))?;
+                    if *pool {
+                        len = batch * s.hp * s.wp * cw;
+                        xnor_kernels::maxpool2x2_packed(&bits_b[..n_out], batch, s.ho, s.wo, *out_c, and_mask, &mut bits_a[..len])
+                            .map_err(|e| kerr(name, &e))?;
+                    } else {
+                        len = n_out;
+                        std::mem::swap(bits_a, bits_b);
+                    }
+                    c_cur = *out_c;
+                }
+                Layer::Dense { w: wts, out, thresholds } => {
+                    let a = dense_input(bits_a, bits_b, &mut len, batch, s, c_cur, wts.k());
+                    let n_out = batch * out.div_ceil(64);
+                    let (src, dst) = if a { (&bits_a[..len], &mut bits_b[..n_out]) } else { (&bits_b[..len], &mut bits_a[..n_out]) };
+                    xnor_kernels::binary_gemm(src, wts, batch, Output::Packed { thresholds, out: dst })
+                        .map_err(|e| kerr(name, &e))?;
+                    if a {
+                        std::mem::swap(bits_a, bits_b);
+                    }
+                    len = n_out;
+                    c_cur = *out;
+                }
+                Layer::Classifier { w: wts, out, scale, shift } => {
+                    let a = dense_input(bits_a, bits_b, &mut len, batch, s, c_cur, wts.k());
+                    let src = if a { &bits_a[..len] } else { &bits_b[..len] };
+                    let acc = &mut acc[..batch * out];
+                    xnor_kernels::binary_gemm(src, wts, batch, Output::I32(acc))
+                        .map_err(|e| kerr(name, &e))?;
+                    for (lrow, arow) in logits.chunks_exact_mut(*out).zip(acc.chunks_exact(*out)) {
+                        for (((l, &a), &sc), &sh) in lrow.iter_mut().zip(arow).zip(scale).zip(shift) {
+                            *l = a as f32 * sc + sh;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn kind_name(lm: &LayerMeta) -> &'static str {
+    match lm {
+        LayerMeta::FloatConv { .. } => "float_conv",
+        LayerMeta::BinaryConv { .. } => "binary_conv",
+        LayerMeta::BinaryDense { .. } => "binary_dense",
+        LayerMeta::BinaryDenseAffine { .. } => "binary_dense_affine",
+    }
+}
+
+fn dense_in(in_features: usize, h: usize, w: usize, c: usize, lerr: &dyn Fn(String) -> Error) -> Result<usize> {
+    let k = h * w * c;
+    if in_features != k || k == 0 {
+        return Err(lerr(format!("expects {in_features} input features, the previous layer gives {h}x{w}x{c} = {k}")));
+    }
+    Ok(k)
+}
+
+fn dense_weights(weight: &BitTensor<'_>, out: usize, k: usize, lerr: &dyn Fn(String) -> Error) -> Result<BinaryWeights> {
+    if out == 0 || weight.layout() != Layout::RowMajor || weight.dims() != [out, k] {
+        return Err(lerr(format!("weight has layout {} dims {:?}, expected row-major {:?}", weight.layout().name(), weight.dims(), [out, k])));
+    }
+    BinaryWeights::new(weight.words(), out, k).map_err(|e| lerr(e.to_string()))
+}
+
+/// Makes the dense layer's input rows (`batch` rows of `ceil(k / 64)` words, NHWC flatten of
+/// the previous activations) available; returns `true` when they are in `a`, `false` in `b`.
+/// When the previous layer's per-pixel words have no pad bits (`c % 64 == 0`, or a single pixel)
+/// the packed NHWC tensor already is the dense row; otherwise the bits are repacked densely.
+fn dense_input(a: &mut [u64], b: &mut [u64], len: &mut usize, batch: usize, s: &Step, c: usize, k: usize) -> bool {
+    let pixels = s.h * s.w;
+    let kw = k.div_ceil(64);
+    if c % 64 == 0 || pixels == 1 {
+        return true;
+    }
+    let cw = c.div_ceil(64);
+    let dst = &mut b[..batch * kw];
+    dst.fill(0);
+    for img in 0..batch {
+        for p in 0..pixels {
+            let src = &a[(img * pixels + p) * cw..(img * pixels + p + 1) * cw];
+            for ch in 0..c {
+                if src[ch / 64] >> (ch % 64) & 1 == 1 {
+                    let j = p * c + ch;
+                    dst[img * kw + j / 64] |= 1 << (j % 64);
+                }
+            }
+        }
+    }
+    *len = batch * kw;
+    false
+}
+
+/// 2x2/2 max-pool of NHWC `f32` (floor), as the training graph's `max_pool2d`.
+fn maxpool2x2_f32(x: &[f32], batch: usize, h: usize, w: usize, c: usize, out: &mut [f32]) {
+    let (ho, wo) = (h / 2, w / 2);
+    for b in 0..batch {
+        for y in 0..ho {
+            for xx in 0..wo {
+                let o = ((b * ho + y) * wo + xx) * c;
+                for ch in 0..c {
+                    let at = |dy: usize, dx: usize| x[((b * h + 2 * y + dy) * w + 2 * xx + dx) * c + ch];
+                    let mut m = at(0, 0);
+                    for v in [at(0, 1), at(1, 0), at(1, 1)] {
+                        if v > m {
+                            m = v;
+                        }
+                    }
+                    out[o + ch] = m;
+                }
+            }
+        }
+    }
+}
+
+/// Index of the largest value of each `n`-long row (the first among equal maxima).
+pub fn argmax_rows(values: &[f32], n: usize) -> Vec<u32> {
+    if n == 0 {
+        return Vec::new();
+    }
+    values
+        .chunks_exact(n)
+        .map(|r| {
+            let mut best = 0;
+            for (i, &v) in r.iter().enumerate() {
+                if v > r[best] {
+                    best = i;
+                }
+            }
+            best as u32
+        })
+        .collect()
+}
