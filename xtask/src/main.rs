@@ -4,6 +4,8 @@
 
 mod bench_kernels;
 mod bench_train;
+mod eval_packed;
+mod export_cmd;
 mod fetch_data;
 mod reproduce_cifar;
 mod schedule_cmd;
@@ -31,6 +33,10 @@ enum Command {
     FetchData(fetch_data::Args),
     /// Train the paper's models with AQE (or STE, float, ...) and compare with its Tables I and II.
     ReproduceCifar(Box<reproduce_cifar::Args>),
+    /// Export a trained W1A1 ConvNet run to a packed model file.
+    Export(export_cmd::Args),
+    /// Accuracy, agreement with the training graph and speed of a packed model.
+    EvalPacked(eval_packed::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +55,8 @@ fn main() -> std::process::ExitCode {
         Command::BenchTrain(args) => bench_train::run(args),
         Command::FetchData(args) => fetch_data::run(args),
         Command::ReproduceCifar(args) => reproduce_cifar::run(*args),
+        Command::Export(args) => export_cmd::run(args),
+        Command::EvalPacked(args) => eval_packed::run(args),
     };
     // Errors are for people: the message and its causes, never a backtrace (which anyhow
     // would print for an error returned from main when RUST_BACKTRACE is set).

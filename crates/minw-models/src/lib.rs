@@ -22,7 +22,9 @@
 pub mod convnet;
 pub mod data;
 mod error;
+pub mod export;
 pub mod imagenet;
+pub mod packed;
 pub mod resnet;
 pub mod setting;
 pub mod summary;

@@ -21,13 +21,17 @@
 //! # Ok::<(), minw_models::Error>(())
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
 use aqe_candle::conv::{Conv2dGeometry, conv2d_forward};
+use bitpack::file::PackedTensor;
 use bitpack::{BitTensor, Layout};
 use serde::{Deserialize, Serialize};
-use xnor_kernels::{BinaryConv2d, BinaryWeights, Conv2dConfig, Direction, Output, PadMode, Thresholds};
+use xnor_kernels::{
+    BinaryConv2d, BinaryWeights, Conv2dConfig, Direction, Output, PadMode, Thresholds,
+};
 
 use crate::error::{Error, Result};
 
@@ -264,9 +268,9 @@ pub fn fold_threshold(scale: f32, shift: f32, max_abs: usize) -> Option<(i32, Di
 
 /// FNV-1a 64 over the model JSON and every tensor (name, dims, words; names in sorted order).
 /// Any single changed byte changes the hash (each step is a bijection of the state).
-pub(crate) fn checksum<'a>(
+fn checksum<'a, 'b: 'a>(
     model_json: &str,
-    tensors: impl Iterator<Item = (&'a str, &'a BitTensor<'a>)>,
+    tensors: impl Iterator<Item = (&'a str, &'a BitTensor<'b>)>,
 ) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut feed = |bytes: &[u8]| {
@@ -288,6 +292,31 @@ pub(crate) fn checksum<'a>(
         }
     }
     format!("{h:016x}")
+}
+
+/// Writes a packed model file: `meta` as JSON under [`MODEL_KEY`], the checksum under
+/// [`CHECKSUM_KEY`], and the weight sign planes (`<layer>.weight`) as bitpack tensors. The
+/// result is not validated here; [`PackedModel::load_bytes`] does that.
+///
+/// # Errors
+/// [`Error::Config`] when bitpack refuses a tensor (e.g. a zero dim).
+pub fn to_bytes(meta: &ModelMeta, tensors: &BTreeMap<String, BitTensor<'_>>) -> Result<Vec<u8>> {
+    let refuse = |reason: String| Error::Config {
+        what: "packed model file".into(),
+        reason,
+    };
+    let json = serde_json::to_string(meta).map_err(|e| refuse(e.to_string()))?;
+    let sum = checksum(&json, tensors.iter().map(|(n, t)| (n.as_str(), t)));
+    let packed: Vec<(&str, PackedTensor<'_>)> = tensors
+        .iter()
+        .map(|(n, t)| (n.as_str(), PackedTensor::from(t.clone())))
+        .collect();
+    let refs: Vec<(&str, &PackedTensor<'_>)> = packed.iter().map(|(n, t)| (*n, t)).collect();
+    let md = BTreeMap::from([
+        (MODEL_KEY.to_string(), json),
+        (CHECKSUM_KEY.to_string(), sum),
+    ]);
+    bitpack::file::to_bytes(&refs, &md, Default::default()).map_err(|e| refuse(e.to_string()))
 }
 
 fn bad(origin: &str, reason: impl Into<String>) -> Error {
@@ -416,8 +445,12 @@ impl PackedModel {
                 format!("checksum mismatch (stored {sum}, computed {got}): the file is corrupt"),
             ));
         }
-        let meta: ModelMeta = serde_json::from_str(json)
-            .map_err(|e| bad(origin, format!("`{MODEL_KEY}` is not a valid model description: {e}")))?;
+        let meta: ModelMeta = serde_json::from_str(json).map_err(|e| {
+            bad(
+                origin,
+                format!("`{MODEL_KEY}` is not a valid model description: {e}"),
+            )
+        })?;
         let get = |name: &str| -> Result<&BitTensor<'_>> {
             file.bits(name)
                 .map_err(|e| bad(origin, format!("tensor `{name}`: {e}")))
@@ -441,14 +474,28 @@ impl PackedModel {
             ));
         }
         if meta.bits != "1/1" {
-            return Err(bad(origin, format!("unsupported bits `{}` (only 1/1)", meta.bits)));
+            return Err(bad(
+                origin,
+                format!("unsupported bits `{}` (only 1/1)", meta.bits),
+            ));
         }
         let [h0, w0, c0] = meta.input_shape;
         if h0 == 0 || w0 == 0 || c0 == 0 || h0 > 4096 || w0 > 4096 || c0 > 4096 {
-            return Err(bad(origin, format!("invalid input shape {:?}", meta.input_shape)));
+            return Err(bad(
+                origin,
+                format!("invalid input shape {:?}", meta.input_shape),
+            ));
         }
         if meta.normalize_mean.len() != c0 || meta.normalize_std.len() != c0 {
-            return Err(bad(origin, "normalisation mean/std must have one value per input channel"));
+            return Err(bad(
+                origin,
+                "normalisation mean/std must have one value per input channel",
+            ));
+        }
+        let mut names: Vec<&str> = meta.layers.iter().map(LayerMeta::name).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(bad(origin, format!("duplicate layer name `{}`", w[0])));
         }
         if meta.layers.len() != n_tensors {
             return Err(bad(
@@ -466,18 +513,42 @@ impl PackedModel {
             let name = lm.name();
             let lerr = |reason: String| bad(origin, format!("layer `{name}`: {reason}"));
             let weight = get(&format!("{name}.weight"))?;
-            let conv_geom = |in_c: usize, out_c: usize, kernel: usize, stride: usize, padding: usize, pool: bool| -> Result<Step> {
+            let conv_geom = |in_c: usize,
+                             out_c: usize,
+                             kernel: usize,
+                             stride: usize,
+                             padding: usize,
+                             pool: bool|
+             -> Result<Step> {
                 if in_c != c || flat {
-                    return Err(lerr(format!("expects {in_c} input channels, gets {c} (flat: {flat})")));
+                    return Err(lerr(format!(
+                        "expects {in_c} input channels, gets {c} (flat: {flat})"
+                    )));
                 }
-                if out_c == 0 || out_c > 65536 || kernel == 0 || kernel > 32 || stride == 0 || padding >= kernel {
-                    return Err(lerr(format!("invalid conv geometry out {out_c}, kernel {kernel}, stride {stride}, padding {padding}")));
+                if out_c == 0
+                    || out_c > 65536
+                    || kernel == 0
+                    || kernel > 32
+                    || stride == 0
+                    || padding >= kernel
+                {
+                    return Err(lerr(format!(
+                        "invalid conv geometry out {out_c}, kernel {kernel}, stride {stride}, padding {padding}"
+                    )));
                 }
-                if weight.layout() != Layout::Ohwi || weight.dims() != [out_c, kernel, kernel, in_c] {
-                    return Err(lerr(format!("weight has layout {} dims {:?}, expected ohwi {:?}", weight.layout().name(), weight.dims(), [out_c, kernel, kernel, in_c])));
+                if weight.layout() != Layout::Ohwi || weight.dims() != [out_c, kernel, kernel, in_c]
+                {
+                    return Err(lerr(format!(
+                        "weight has layout {} dims {:?}, expected ohwi {:?}",
+                        weight.layout().name(),
+                        weight.dims(),
+                        [out_c, kernel, kernel, in_c]
+                    )));
                 }
                 if h + 2 * padding < kernel || w + 2 * padding < kernel {
-                    return Err(lerr(format!("kernel {kernel} larger than the padded {h}x{w} input")));
+                    return Err(lerr(format!(
+                        "kernel {kernel} larger than the padded {h}x{w} input"
+                    )));
                 }
                 let ho = (h + 2 * padding - kernel) / stride + 1;
                 let wo = (w + 2 * padding - kernel) / stride + 1;
@@ -485,7 +556,14 @@ impl PackedModel {
                 if hp == 0 || wp == 0 {
                     return Err(lerr(format!("output {ho}x{wo} too small to pool")));
                 }
-                Ok(Step { h, w, ho, wo, hp, wp })
+                Ok(Step {
+                    h,
+                    w,
+                    ho,
+                    wo,
+                    hp,
+                    wp,
+                })
             };
             let check_vec = |what: &str, len: usize, want: usize| -> Result<()> {
                 if len != want {
@@ -511,41 +589,122 @@ impl PackedModel {
                 _ => i > 0 && i + 1 < nl,
             };
             if !position_ok {
-                return Err(lerr(format!("a {} layer cannot be layer {i} of {nl}", kind_name(lm))));
+                return Err(lerr(format!(
+                    "a {} layer cannot be layer {i} of {nl}",
+                    kind_name(lm)
+                )));
             }
             match lm {
-                LayerMeta::FloatConv { in_channels, out_channels, kernel, stride, padding, pool, scale_bits, shift_bits, .. } => {
-                    let st = conv_geom(*in_channels, *out_channels, *kernel, *stride, *padding, *pool)?;
+                LayerMeta::FloatConv {
+                    in_channels,
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                    pool,
+                    scale_bits,
+                    shift_bits,
+                    ..
+                } => {
+                    let st = conv_geom(
+                        *in_channels,
+                        *out_channels,
+                        *kernel,
+                        *stride,
+                        *padding,
+                        *pool,
+                    )?;
                     check_vec("scale", scale_bits.len(), *out_channels)?;
                     check_vec("shift", shift_bits.len(), *out_channels)?;
                     let (scale, shift) = (f32s(scale_bits), f32s(shift_bits));
                     finite("scale", &scale)?;
                     finite("shift", &shift)?;
                     let wv = weight.to_f32();
-                    layers.push(Layer::FloatConv { w: wv, in_c: c, out_c: *out_channels, kernel: *kernel, stride: *stride, padding: *padding, pool: *pool, scale, shift });
+                    layers.push(Layer::FloatConv {
+                        w: wv,
+                        in_c: c,
+                        out_c: *out_channels,
+                        kernel: *kernel,
+                        stride: *stride,
+                        padding: *padding,
+                        pool: *pool,
+                        scale,
+                        shift,
+                    });
                     (h, w, c) = (st.hp, st.wp, *out_channels);
                     steps.push(st);
                 }
-                LayerMeta::BinaryConv { in_channels, out_channels, kernel, stride, padding, pool, thresholds: t, directions, .. } => {
-                    let st = conv_geom(*in_channels, *out_channels, *kernel, *stride, *padding, *pool)?;
-                    let cfg = Conv2dConfig { stride: *stride, padding: *padding, pad_mode: PadMode::Zero };
-                    let conv = BinaryConv2d::new(weight.words(), *out_channels, c, *kernel, *kernel, cfg)
-                        .map_err(|e| lerr(e.to_string()))?;
+                LayerMeta::BinaryConv {
+                    in_channels,
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                    pool,
+                    thresholds: t,
+                    directions,
+                    ..
+                } => {
+                    let st = conv_geom(
+                        *in_channels,
+                        *out_channels,
+                        *kernel,
+                        *stride,
+                        *padding,
+                        *pool,
+                    )?;
+                    let cfg = Conv2dConfig {
+                        stride: *stride,
+                        padding: *padding,
+                        pad_mode: PadMode::Zero,
+                    };
+                    let conv =
+                        BinaryConv2d::new(weight.words(), *out_channels, c, *kernel, *kernel, cfg)
+                            .map_err(|e| lerr(e.to_string()))?;
                     let thresholds = thresholds(t, directions, *out_channels)?;
                     let and_mask = thresholds.pool_and_mask();
-                    layers.push(Layer::BinaryConv { conv, out_c: *out_channels, pool: *pool, thresholds, and_mask });
+                    layers.push(Layer::BinaryConv {
+                        conv,
+                        out_c: *out_channels,
+                        pool: *pool,
+                        thresholds,
+                        and_mask,
+                    });
                     (h, w, c) = (st.hp, st.wp, *out_channels);
                     steps.push(st);
                 }
-                LayerMeta::BinaryDense { in_features, out_features, thresholds: t, directions, .. } => {
+                LayerMeta::BinaryDense {
+                    in_features,
+                    out_features,
+                    thresholds: t,
+                    directions,
+                    ..
+                } => {
                     let k = dense_in(*in_features, h, w, c, &lerr)?;
                     let wts = dense_weights(weight, *out_features, k, &lerr)?;
                     let thresholds = thresholds(t, directions, *out_features)?;
-                    layers.push(Layer::Dense { w: wts, out: *out_features, thresholds });
-                    steps.push(Step { h, w, ho: 1, wo: 1, hp: 1, wp: 1 });
+                    layers.push(Layer::Dense {
+                        w: wts,
+                        out: *out_features,
+                        thresholds,
+                    });
+                    steps.push(Step {
+                        h,
+                        w,
+                        ho: 1,
+                        wo: 1,
+                        hp: 1,
+                        wp: 1,
+                    });
                     (h, w, c, flat) = (1, 1, *out_features, true);
                 }
-                LayerMeta::BinaryDenseAffine { in_features, out_features, scale_bits, shift_bits, .. } => {
+                LayerMeta::BinaryDenseAffine {
+                    in_features,
+                    out_features,
+                    scale_bits,
+                    shift_bits,
+                    ..
+                } => {
                     let k = dense_in(*in_features, h, w, c, &lerr)?;
                     let wts = dense_weights(weight, *out_features, k, &lerr)?;
                     check_vec("scale", scale_bits.len(), *out_features)?;
@@ -553,19 +712,42 @@ impl PackedModel {
                     let (scale, shift) = (f32s(scale_bits), f32s(shift_bits));
                     finite("scale", &scale)?;
                     finite("shift", &shift)?;
-                    layers.push(Layer::Classifier { w: wts, out: *out_features, scale, shift });
-                    steps.push(Step { h, w, ho: 1, wo: 1, hp: 1, wp: 1 });
+                    layers.push(Layer::Classifier {
+                        w: wts,
+                        out: *out_features,
+                        scale,
+                        shift,
+                    });
+                    steps.push(Step {
+                        h,
+                        w,
+                        ho: 1,
+                        wo: 1,
+                        hp: 1,
+                        wp: 1,
+                    });
                     (h, w, c, flat) = (1, 1, *out_features, true);
                 }
             }
         }
         if nl < 2 {
-            return Err(bad(origin, "a packed model needs at least a first conv and a classifier"));
+            return Err(bad(
+                origin,
+                "a packed model needs at least a first conv and a classifier",
+            ));
         }
         if meta.class_names.len() != c {
-            return Err(bad(origin, format!("{} class names for {c} logits", meta.class_names.len())));
+            return Err(bad(
+                origin,
+                format!("{} class names for {c} logits", meta.class_names.len()),
+            ));
         }
-        Ok(PackedModel { meta, layers, steps, buffers: Mutex::new(Buffers::default()) })
+        Ok(PackedModel {
+            meta,
+            layers,
+            steps,
+            buffers: Mutex::new(Buffers::default()),
+        })
     }
 
     /// The model description.
@@ -591,13 +773,22 @@ impl PackedModel {
     /// `XNOR_ISA`).
     pub fn logits(&self, images: &[f32], batch: usize) -> Result<Vec<f32>> {
         let il = self.image_len();
-        if batch == 0 || images.len() % il != 0 {
-            return Err(bad("packed model input", format!("{} values is not a whole number of {il}-value images (batch {batch})", images.len())));
+        if batch == 0 || !images.len().is_multiple_of(il) {
+            return Err(bad(
+                "packed model input",
+                format!(
+                    "{} values is not a whole number of {il}-value images (batch {batch})",
+                    images.len()
+                ),
+            ));
         }
         let n = images.len() / il;
         let mut out = vec![0f32; n * self.classes()];
         let mut buf = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
-        for (chunk, o) in images.chunks(batch * il).zip(out.chunks_mut(batch * self.classes())) {
+        for (chunk, o) in images
+            .chunks(batch * il)
+            .zip(out.chunks_mut(batch * self.classes()))
+        {
             self.run(chunk, chunk.len() / il, &mut buf, o)?;
         }
         Ok(out)
@@ -628,7 +819,9 @@ impl PackedModel {
                     bits = bits.max(batch * s.ho * s.wo * out_c.div_ceil(64));
                 }
                 Layer::Dense { w, out, .. } | Layer::Classifier { w, out, .. } => {
-                    bits = bits.max(batch * w.k().div_ceil(64)).max(batch * out.div_ceil(64));
+                    bits = bits
+                        .max(batch * w.k().div_ceil(64))
+                        .max(batch * out.div_ceil(64));
                     acc = acc.max(batch * out);
                 }
             }
@@ -645,18 +838,44 @@ impl PackedModel {
 
     fn run(&self, x: &[f32], batch: usize, buf: &mut Buffers, logits: &mut [f32]) -> Result<()> {
         self.plan(buf, batch);
-        let kerr = |name: &str, e: &dyn std::fmt::Display| bad("packed model", format!("layer `{name}`: {e}"));
-        let Buffers { conv_f32, pool_f32, bits_a, bits_b, acc, .. } = buf;
+        let kerr = |name: &str, e: &dyn std::fmt::Display| {
+            bad("packed model", format!("layer `{name}`: {e}"))
+        };
+        let Buffers {
+            conv_f32,
+            pool_f32,
+            bits_a,
+            bits_b,
+            acc,
+            ..
+        } = buf;
         // `cur` holds the current packed activations in `bits_a`, `len` words.
         let mut len = 0usize;
         let mut c_cur = 0usize;
         for ((l, s), lm) in self.layers.iter().zip(&self.steps).zip(&self.meta.layers) {
             let name = lm.name();
             match l {
-                Layer::FloatConv { w, in_c, out_c, kernel, stride, padding, pool, scale, shift } => {
+                Layer::FloatConv {
+                    w,
+                    in_c,
+                    out_c,
+                    kernel,
+                    stride,
+                    padding,
+                    pool,
+                    scale,
+                    shift,
+                } => {
                     let g = Conv2dGeometry {
-                        batch, in_h: s.h, in_w: s.w, in_c: *in_c, out_c: *out_c,
-                        kernel_h: *kernel, kernel_w: *kernel, stride: *stride, padding: *padding,
+                        batch,
+                        in_h: s.h,
+                        in_w: s.w,
+                        in_c: *in_c,
+                        out_c: *out_c,
+                        kernel_h: *kernel,
+                        kernel_w: *kernel,
+                        stride: *stride,
+                        padding: *padding,
                     };
                     let conv = &mut conv_f32[..g.output_len()];
                     conv2d_forward(&g, x, w, None, conv).map_err(|e| kerr(name, &e))?;
@@ -680,41 +899,86 @@ impl PackedModel {
                     }
                     c_cur = *out_c;
                 }
-                Layer::BinaryConv { conv, out_c, pool, thresholds, and_mask } => {
+                Layer::BinaryConv {
+                    conv,
+                    out_c,
+                    pool,
+                    thresholds,
+                    and_mask,
+                } => {
                     let cw = out_c.div_ceil(64);
                     let n_out = batch * s.ho * s.wo * cw;
-                    conv.forward(&bits_a[..len], batch, s.h, s.w, Output::Packed { thresholds, out: &mut bits_b[..n_out] })
-                        .map_err(|e| kerr(name, &e))?;
+                    conv.forward(
+                        &bits_a[..len],
+                        batch,
+                        s.h,
+                        s.w,
+                        Output::Packed {
+                            thresholds,
+                            out: &mut bits_b[..n_out],
+                        },
+                    )
+                    .map_err(|e| kerr(name, &e))?;
                     if *pool {
                         len = batch * s.hp * s.wp * cw;
-                        xnor_kernels::maxpool2x2_packed(&bits_b[..n_out], batch, s.ho, s.wo, *out_c, and_mask, &mut bits_a[..len])
-                            .map_err(|e| kerr(name, &e))?;
+                        xnor_kernels::maxpool2x2_packed(
+                            &bits_b[..n_out],
+                            batch,
+                            s.ho,
+                            s.wo,
+                            *out_c,
+                            and_mask,
+                            &mut bits_a[..len],
+                        )
+                        .map_err(|e| kerr(name, &e))?;
                     } else {
                         len = n_out;
                         std::mem::swap(bits_a, bits_b);
                     }
                     c_cur = *out_c;
                 }
-                Layer::Dense { w: wts, out, thresholds } => {
+                Layer::Dense {
+                    w: wts,
+                    out,
+                    thresholds,
+                } => {
                     let a = dense_input(bits_a, bits_b, &mut len, batch, s, c_cur, wts.k());
                     let n_out = batch * out.div_ceil(64);
-                    let (src, dst) = if a { (&bits_a[..len], &mut bits_b[..n_out]) } else { (&bits_b[..len], &mut bits_a[..n_out]) };
-                    xnor_kernels::binary_gemm(src, wts, batch, Output::Packed { thresholds, out: dst })
-                        .map_err(|e| kerr(name, &e))?;
+                    let (src, dst) = if a {
+                        (&bits_a[..len], &mut bits_b[..n_out])
+                    } else {
+                        (&bits_b[..len], &mut bits_a[..n_out])
+                    };
+                    xnor_kernels::binary_gemm(
+                        src,
+                        wts,
+                        batch,
+                        Output::Packed {
+                            thresholds,
+                            out: dst,
+                        },
+                    )
+                    .map_err(|e| kerr(name, &e))?;
                     if a {
                         std::mem::swap(bits_a, bits_b);
                     }
                     len = n_out;
                     c_cur = *out;
                 }
-                Layer::Classifier { w: wts, out, scale, shift } => {
+                Layer::Classifier {
+                    w: wts,
+                    out,
+                    scale,
+                    shift,
+                } => {
                     let a = dense_input(bits_a, bits_b, &mut len, batch, s, c_cur, wts.k());
                     let src = if a { &bits_a[..len] } else { &bits_b[..len] };
                     let acc = &mut acc[..batch * out];
                     xnor_kernels::binary_gemm(src, wts, batch, Output::I32(acc))
                         .map_err(|e| kerr(name, &e))?;
                     for (lrow, arow) in logits.chunks_exact_mut(*out).zip(acc.chunks_exact(*out)) {
-                        for (((l, &a), &sc), &sh) in lrow.iter_mut().zip(arow).zip(scale).zip(shift) {
+                        for (((l, &a), &sc), &sh) in lrow.iter_mut().zip(arow).zip(scale).zip(shift)
+                        {
                             *l = a as f32 * sc + sh;
                         }
                     }
@@ -734,17 +998,35 @@ fn kind_name(lm: &LayerMeta) -> &'static str {
     }
 }
 
-fn dense_in(in_features: usize, h: usize, w: usize, c: usize, lerr: &dyn Fn(String) -> Error) -> Result<usize> {
+fn dense_in(
+    in_features: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    lerr: &dyn Fn(String) -> Error,
+) -> Result<usize> {
     let k = h * w * c;
     if in_features != k || k == 0 {
-        return Err(lerr(format!("expects {in_features} input features, the previous layer gives {h}x{w}x{c} = {k}")));
+        return Err(lerr(format!(
+            "expects {in_features} input features, the previous layer gives {h}x{w}x{c} = {k}"
+        )));
     }
     Ok(k)
 }
 
-fn dense_weights(weight: &BitTensor<'_>, out: usize, k: usize, lerr: &dyn Fn(String) -> Error) -> Result<BinaryWeights> {
+fn dense_weights(
+    weight: &BitTensor<'_>,
+    out: usize,
+    k: usize,
+    lerr: &dyn Fn(String) -> Error,
+) -> Result<BinaryWeights> {
     if out == 0 || weight.layout() != Layout::RowMajor || weight.dims() != [out, k] {
-        return Err(lerr(format!("weight has layout {} dims {:?}, expected row-major {:?}", weight.layout().name(), weight.dims(), [out, k])));
+        return Err(lerr(format!(
+            "weight has layout {} dims {:?}, expected row-major {:?}",
+            weight.layout().name(),
+            weight.dims(),
+            [out, k]
+        )));
     }
     BinaryWeights::new(weight.words(), out, k).map_err(|e| lerr(e.to_string()))
 }
@@ -753,10 +1035,18 @@ fn dense_weights(weight: &BitTensor<'_>, out: usize, k: usize, lerr: &dyn Fn(Str
 /// the previous activations) available; returns `true` when they are in `a`, `false` in `b`.
 /// When the previous layer's per-pixel words have no pad bits (`c % 64 == 0`, or a single pixel)
 /// the packed NHWC tensor already is the dense row; otherwise the bits are repacked densely.
-fn dense_input(a: &mut [u64], b: &mut [u64], len: &mut usize, batch: usize, s: &Step, c: usize, k: usize) -> bool {
+fn dense_input(
+    a: &mut [u64],
+    b: &mut [u64],
+    len: &mut usize,
+    batch: usize,
+    s: &Step,
+    c: usize,
+    k: usize,
+) -> bool {
     let pixels = s.h * s.w;
     let kw = k.div_ceil(64);
-    if c % 64 == 0 || pixels == 1 {
+    if c.is_multiple_of(64) || pixels == 1 {
         return true;
     }
     let cw = c.div_ceil(64);
@@ -785,7 +1075,8 @@ fn maxpool2x2_f32(x: &[f32], batch: usize, h: usize, w: usize, c: usize, out: &m
             for xx in 0..wo {
                 let o = ((b * ho + y) * wo + xx) * c;
                 for ch in 0..c {
-                    let at = |dy: usize, dx: usize| x[((b * h + 2 * y + dy) * w + 2 * xx + dx) * c + ch];
+                    let at =
+                        |dy: usize, dx: usize| x[((b * h + 2 * y + dy) * w + 2 * xx + dx) * c + ch];
                     let mut m = at(0, 0);
                     for v in [at(0, 1), at(1, 0), at(1, 1)] {
                         if v > m {

@@ -1,0 +1,480 @@
+//! Export of a trained W1A1 ConvNet A-D to a packed model file (format: `docs/packed-format.md`),
+//! refusing, with the layer's name and the reason, anything it cannot represent exactly.
+//!
+//! ```
+//! use aqe_candle::{Alphas, ParamStore};
+//! use candle_core::Device;
+//! use minw_models::export::{ExportInfo, export_model};
+//! use minw_models::packed::PackedModel;
+//! use minw_models::{InputShape, ModelSpec, QuantPlan};
+//!
+//! let spec = ModelSpec {
+//!     arch: "D".parse()?,
+//!     plan: QuantPlan::new("1/1".parse()?, "aqe".parse()?),
+//!     input: InputShape::MNIST,
+//!     classes: 10,
+//! };
+//! let store = ParamStore::new(0, &Device::Cpu);
+//! let model = spec.build(&Alphas::default(), &store)?;
+//! let info = ExportInfo::for_dataset(minw_models::data::DatasetKind::FashionMnist);
+//! let bytes = export_model(&spec, &model, &info)?;
+//! let packed = PackedModel::load_bytes(&bytes, "in memory")?;
+//! assert_eq!(packed.classes(), 10);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use aqe_candle::norm::Activation;
+use aqe_candle::{Alphas, BatchNorm, ParamStore, QuantConfig};
+use aqe_core::Quantizer;
+use bitpack::{BitTensor, Layout};
+use candle_core::{Device, Tensor};
+use serde::Serialize;
+
+use crate::data::DatasetKind;
+use crate::error::{Error, Result};
+use crate::packed::{Dir, FORMAT_VERSION, LayerMeta, ModelMeta, bn_scale_shift, fold_threshold};
+use crate::train::TrainConfig;
+use crate::{Arch, MinwSetting, Model, ModelSpec};
+
+/// What the file records besides the network: input normalisation and class names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportInfo {
+    /// Per-channel mean of `(p / 255 - mean) / std`.
+    pub mean: Vec<f32>,
+    /// Per-channel std.
+    pub std: Vec<f32>,
+    /// One name per class.
+    pub class_names: Vec<String>,
+}
+
+impl ExportInfo {
+    /// The normalisation ([`DatasetKind::normalize`]) and class names of a built-in dataset.
+    pub fn for_dataset(kind: DatasetKind) -> Self {
+        let n = kind.normalize();
+        let names: Vec<String> = match kind {
+            DatasetKind::FashionMnist => crate::data::FASHION_MNIST_CLASSES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            DatasetKind::Cifar10 => crate::data::CIFAR10_CLASSES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            DatasetKind::Cifar100 => crate::data::CIFAR100_CLASSES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            DatasetKind::Mnist => (0..10).map(|d| d.to_string()).collect(),
+        };
+        ExportInfo {
+            mean: n.mean,
+            std: n.std,
+            class_names: names,
+        }
+    }
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExportReport {
+    /// The architecture, e.g. `convnet-D`.
+    pub architecture: String,
+    /// The MINW setting.
+    pub bits: String,
+    /// Where the packed file was written.
+    pub path: PathBuf,
+    /// Packed file size in bytes.
+    pub packed_bytes: u64,
+    /// The float checkpoint (`model.safetensors`) size in bytes.
+    pub float_bytes: u64,
+    /// Per layer: name, kind, and the number of constant (always +1 / always -1) channels.
+    pub layers: Vec<(String, String, usize)>,
+}
+
+impl ExportReport {
+    /// `float_bytes / packed_bytes`.
+    pub fn compression(&self) -> f64 {
+        self.float_bytes as f64 / self.packed_bytes.max(1) as f64
+    }
+}
+
+/// A trained run loaded for evaluation: its configuration, model and parameters.
+#[derive(Debug)]
+pub struct LoadedRun {
+    /// The run's `config.toml`.
+    pub config: TrainConfig,
+    /// The dataset it was trained on.
+    pub dataset: DatasetKind,
+    /// The model's spec.
+    pub spec: ModelSpec,
+    /// The model (training graph).
+    pub model: Model,
+    /// Its parameters, loaded from the latest checkpoint.
+    pub store: ParamStore,
+    /// The checkpoint file that was loaded.
+    pub checkpoint: PathBuf,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |e| Error::Data {
+        path: path.display().to_string(),
+        offset: None,
+        reason: e.to_string(),
+    }
+}
+
+/// Loads a run directory's `config.toml` and latest checkpoint (read only: nothing in the run
+/// directory is written).
+///
+/// # Errors
+/// [`Error::Data`] for missing or malformed files, [`Error::Config`] for a bad configuration.
+pub fn load_run(run_dir: &Path) -> Result<LoadedRun> {
+    let path = run_dir.join("config.toml");
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let config: TrainConfig = toml::from_str(&text).map_err(|e| Error::Config {
+        what: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let resolved = config.resolve()?;
+    let latest = run_dir.join("checkpoints").join("latest.json");
+    let text = std::fs::read_to_string(&latest).map_err(io(&latest))?;
+    let dir = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("dir").and_then(|d| d.as_str()).map(str::to_string))
+        .filter(|d| !d.is_empty() && !d.contains(['/', '\\']) && d != "..")
+        .ok_or_else(|| Error::Data {
+            path: latest.display().to_string(),
+            offset: None,
+            reason: "no valid `dir` in the checkpoint pointer".into(),
+        })?;
+    let checkpoint = run_dir
+        .join("checkpoints")
+        .join(dir)
+        .join("model.safetensors");
+    let store = ParamStore::new(config.seed, &Device::Cpu);
+    let model = resolved.spec.build(&Alphas::default(), &store)?;
+    store.load(&checkpoint)?;
+    Ok(LoadedRun {
+        config,
+        dataset: resolved.dataset,
+        spec: resolved.spec,
+        model,
+        store,
+        checkpoint,
+    })
+}
+
+/// Exports the latest checkpoint of `run_dir` to `out` (written atomically).
+///
+/// # Errors
+/// As [`load_run`] and [`export_model`], plus I/O errors writing `out`.
+pub fn export_run(run_dir: &Path, out: &Path) -> Result<ExportReport> {
+    let run = load_run(run_dir)?;
+    let info = ExportInfo::for_dataset(run.dataset);
+    let (bytes, layers) = export_bytes(&run.spec, &run.model, &info)?;
+    aqe_candle::params::write_atomic(out, &bytes)?;
+    let float_bytes = std::fs::metadata(&run.checkpoint)
+        .map_err(io(&run.checkpoint))?
+        .len();
+    Ok(ExportReport {
+        architecture: arch_name(&run.spec.arch),
+        bits: run.spec.plan.setting.to_string(),
+        path: out.to_path_buf(),
+        packed_bytes: bytes.len() as u64,
+        float_bytes,
+        layers,
+    })
+}
+
+/// Exports a built model (parameters as currently held by its tensors) to packed-file bytes.
+///
+/// # Errors
+/// [`Error::Config`] naming the model or layer and the reason for anything that is not a W1A1
+/// ConvNet A-D with the default layer policy, or non-finite parameters.
+pub fn export_model(spec: &ModelSpec, model: &Model, info: &ExportInfo) -> Result<Vec<u8>> {
+    export_bytes(spec, model, info).map(|(b, _)| b)
+}
+
+fn arch_name(arch: &Arch) -> String {
+    match arch {
+        Arch::ConvNet(v) => format!("convnet-{}", v.name()),
+        other => other.to_string(),
+    }
+}
+
+fn refuse(what: impl Into<String>, reason: impl Into<String>) -> Error {
+    Error::Config {
+        what: what.into(),
+        reason: reason.into(),
+    }
+}
+
+fn vec1(name: &str, t: &Tensor) -> Result<Vec<f32>> {
+    let v = t.flatten_all()?.to_vec1::<f32>()?;
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(refuse(
+            format!("layer `{name}`"),
+            "has a non-finite parameter",
+        ));
+    }
+    Ok(v)
+}
+
+/// Checks a layer's quantization: input sign (or float for the first layer), weights sign.
+fn check_quant(name: &str, q: &QuantConfig, float_input: bool) -> Result<()> {
+    let is_sign = |s: Option<aqe_candle::quant::QuantSpec>| matches!(s, Some(spec) if spec.quantizer == Quantizer::Sign);
+    if !is_sign(q.kernel_quantizer) {
+        return Err(refuse(
+            format!("layer `{name}`"),
+            format!(
+                "weights are {:?}; only sign (1-bit) weights can be packed",
+                q.kernel_quantizer.map(|s| s.quantizer)
+            ),
+        ));
+    }
+    let input_ok = if float_input {
+        q.input_quantizer.is_none()
+    } else {
+        is_sign(q.input_quantizer)
+    };
+    if !input_ok {
+        return Err(refuse(
+            format!("layer `{name}`"),
+            format!(
+                "input quantizer is {:?}; expected {}",
+                q.input_quantizer.map(|s| s.quantizer),
+                if float_input {
+                    "none (float image)"
+                } else {
+                    "sign"
+                }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn bn_affine(name: &str, bn: &BatchNorm, want: Activation) -> Result<(Vec<f32>, Vec<f32>)> {
+    if bn.config().activation != want {
+        return Err(refuse(
+            format!("layer `{name}.bn`"),
+            format!(
+                "activation is {:?}, expected {want:?}",
+                bn.config().activation
+            ),
+        ));
+    }
+    let (g, b, m, v) = bn.parameters();
+    let (g, b, m, v) = (
+        vec1(name, g)?,
+        vec1(name, b)?,
+        vec1(name, m)?,
+        vec1(name, v)?,
+    );
+    let (scale, shift) = bn_scale_shift(&g, &b, &m, &v, bn.config().eps);
+    if scale.iter().chain(&shift).any(|x| !x.is_finite()) {
+        return Err(refuse(
+            format!("layer `{name}.bn`"),
+            "BatchNorm scale or shift is not finite (negative running variance?)",
+        ));
+    }
+    Ok((scale, shift))
+}
+
+fn fold_all(
+    name: &str,
+    scale: &[f32],
+    shift: &[f32],
+    k: usize,
+) -> Result<(Vec<i32>, Vec<Dir>, usize)> {
+    let mut t = Vec::with_capacity(scale.len());
+    let mut d = Vec::with_capacity(scale.len());
+    let mut constant = 0;
+    for (c, (&a, &b)) in scale.iter().zip(shift).enumerate() {
+        let (ti, di) = fold_threshold(a, b, k).ok_or_else(|| {
+            refuse(
+                format!("layer `{name}` channel {c}"),
+                format!("cannot fold BatchNorm (scale {a}, shift {b}, K {k}) into a threshold"),
+            )
+        })?;
+        if matches!(di, Dir::AlwaysPlus | Dir::AlwaysMinus) {
+            constant += 1;
+        }
+        t.push(ti);
+        d.push(di);
+    }
+    Ok((t, d, constant))
+}
+
+type LayerRows = Vec<(String, String, usize)>;
+
+fn export_bytes(
+    spec: &ModelSpec,
+    model: &Model,
+    info: &ExportInfo,
+) -> Result<(Vec<u8>, LayerRows)> {
+    let net = match model {
+        Model::ConvNet(n) => n,
+        _ => {
+            return Err(refuse(
+                format!("model `{}`", arch_name(&spec.arch)),
+                "not supported yet by the packed export (ConvNet A-D at W1A1 only)",
+            ));
+        }
+    };
+    if spec.plan.setting != MinwSetting::W1A1 {
+        return Err(refuse(
+            format!("model `{}`", arch_name(&spec.arch)),
+            format!(
+                "bits {} not supported yet by the packed export (only 1/1)",
+                spec.plan.setting
+            ),
+        ));
+    }
+    let input = spec.input;
+    if info.mean.len() != input.channels || info.std.len() != input.channels {
+        return Err(refuse(
+            "export info",
+            "normalisation must have one mean/std per input channel",
+        ));
+    }
+    let mut layers = Vec::new();
+    let mut tensors: BTreeMap<String, BitTensor<'static>> = BTreeMap::new();
+    let mut rows = Vec::new();
+    let (mut h, mut w) = (input.height, input.width);
+    let mut c_in = input.channels;
+    for (i, b) in net.conv_blocks().iter().enumerate() {
+        let name = b.conv.name().to_string();
+        let cfg = b.conv.config();
+        check_quant(&name, &cfg.quant, i == 0)?;
+        if b.conv.bias().is_some() {
+            return Err(refuse(
+                format!("layer `{name}`"),
+                "has a bias (not supported)",
+            ));
+        }
+        let dims = b.conv.weight().dims().to_vec();
+        let [out_c, kh, kw, in_c] = dims[..] else {
+            return Err(refuse(
+                format!("layer `{name}`"),
+                format!("weight shape {dims:?} is not OHWI"),
+            ));
+        };
+        if kh != kw || in_c != c_in {
+            return Err(refuse(
+                format!("layer `{name}`"),
+                format!("weight shape {dims:?} unsupported"),
+            ));
+        }
+        let wv = vec1(&name, b.conv.weight())?;
+        let bits = BitTensor::from_f32(Layout::Ohwi, &dims, &wv)
+            .map_err(|e| refuse(format!("layer `{name}`"), e.to_string()))?;
+        tensors.insert(format!("{name}.weight"), bits);
+        let (scale, shift) = bn_affine(&name, &b.bn, Activation::HardTanh)?;
+        let to_bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+        if i == 0 {
+            layers.push(LayerMeta::FloatConv {
+                name: name.clone(),
+                in_channels: in_c,
+                out_channels: out_c,
+                kernel: kh,
+                stride: cfg.stride,
+                padding: cfg.padding,
+                pool: b.pool,
+                scale_bits: to_bits(&scale),
+                shift_bits: to_bits(&shift),
+            });
+            rows.push((name.clone(), "float_conv".to_string(), 0));
+        } else {
+            let (t, d, constant) = fold_all(&name, &scale, &shift, kh * kw * in_c)?;
+            layers.push(LayerMeta::BinaryConv {
+                name: name.clone(),
+                in_channels: in_c,
+                out_channels: out_c,
+                kernel: kh,
+                stride: cfg.stride,
+                padding: cfg.padding,
+                pool: b.pool,
+                thresholds: t,
+                directions: d,
+            });
+            rows.push((name.clone(), "binary_conv".to_string(), constant));
+        }
+        let ho = (h + 2 * cfg.padding - kh) / cfg.stride + 1;
+        let wo = (w + 2 * cfg.padding - kw) / cfg.stride + 1;
+        (h, w) = if b.pool { (ho / 2, wo / 2) } else { (ho, wo) };
+        c_in = out_c;
+    }
+    let mut features = h * w * c_in;
+    let nfc = net.fc_blocks().len();
+    for (i, b) in net.fc_blocks().iter().enumerate() {
+        let name = b.fc.name().to_string();
+        let last = i + 1 == nfc;
+        check_quant(&name, &b.fc.config().quant, false)?;
+        if b.fc.bias().is_some() {
+            return Err(refuse(
+                format!("layer `{name}`"),
+                "has a bias (not supported)",
+            ));
+        }
+        let dims = b.fc.weight().dims().to_vec();
+        if dims.len() != 2 || dims[1] != features {
+            return Err(refuse(
+                format!("layer `{name}`"),
+                format!("weight shape {dims:?}, expected [_, {features}]"),
+            ));
+        }
+        let out = dims[0];
+        let wv = vec1(&name, b.fc.weight())?;
+        let bits = BitTensor::from_f32(Layout::RowMajor, &dims, &wv)
+            .map_err(|e| refuse(format!("layer `{name}`"), e.to_string()))?;
+        tensors.insert(format!("{name}.weight"), bits);
+        if last {
+            let (scale, shift) = bn_affine(&name, &b.bn, Activation::Identity)?;
+            layers.push(LayerMeta::BinaryDenseAffine {
+                name: name.clone(),
+                in_features: features,
+                out_features: out,
+                scale_bits: scale.iter().map(|x| x.to_bits()).collect(),
+                shift_bits: shift.iter().map(|x| x.to_bits()).collect(),
+            });
+            rows.push((name.clone(), "binary_dense_affine".to_string(), 0));
+        } else {
+            let (scale, shift) = bn_affine(&name, &b.bn, Activation::HardTanh)?;
+            let (t, d, constant) = fold_all(&name, &scale, &shift, features)?;
+            layers.push(LayerMeta::BinaryDense {
+                name: name.clone(),
+                in_features: features,
+                out_features: out,
+                thresholds: t,
+                directions: d,
+            });
+            rows.push((name.clone(), "binary_dense".to_string(), constant));
+        }
+        features = out;
+    }
+    if info.class_names.len() != features {
+        return Err(refuse(
+            "export info",
+            format!(
+                "{} class names for {features} classes",
+                info.class_names.len()
+            ),
+        ));
+    }
+    let meta = ModelMeta {
+        format_version: FORMAT_VERSION,
+        architecture: arch_name(&spec.arch),
+        bits: spec.plan.setting.to_string(),
+        input_shape: [input.height, input.width, input.channels],
+        normalize_mean: info.mean.clone(),
+        normalize_std: info.std.clone(),
+        class_names: info.class_names.clone(),
+        layers,
+    };
+    let bytes = crate::packed::to_bytes(&meta, &tensors)?;
+    Ok((bytes, rows))
+}
