@@ -3,6 +3,7 @@
 //! Run `cargo xtask --help` for the list of commands. Each command lives in its own module.
 
 mod bench_kernels;
+mod bench_packed;
 mod bench_train;
 mod eval_packed;
 mod export_cmd;
@@ -14,7 +15,7 @@ use clap::{Parser, Subcommand};
 
 /// Project tasks for the MINW / AQE workspace.
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", version, about, long_about = None)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,6 +38,8 @@ enum Command {
     Export(export_cmd::Args),
     /// Accuracy, agreement with the training graph and speed of a packed model.
     EvalPacked(eval_packed::Args),
+    /// Time the packed engine against the float graph on a random-init W1A1 ConvNet A-D.
+    BenchPacked(bench_packed::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,6 +60,7 @@ fn main() -> std::process::ExitCode {
         Command::ReproduceCifar(args) => reproduce_cifar::run(*args),
         Command::Export(args) => export_cmd::run(args),
         Command::EvalPacked(args) => eval_packed::run(args),
+        Command::BenchPacked(args) => bench_packed::run(args),
     };
     // Errors are for people: the message and its causes, never a backtrace (which anyhow
     // would print for an error returned from main when RUST_BACKTRACE is set).

@@ -19,6 +19,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod classify;
 pub mod convnet;
 pub mod data;
 mod error;
