@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use aqe_candle::{Alphas, ParamStore};
 use candle_core::{Device, ModuleT, Tensor};
 use minw_models::data::DatasetKind;
-use minw_models::export::{ExportInfo, export_model};
+use minw_models::export::{ExportInfo, export_model, randomize_batch_norm};
 use minw_models::packed::PackedModel;
 use minw_models::{ModelSpec, QuantPlan};
 
@@ -71,7 +71,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
     bench(&args, threads)
 }
 
-/// xorshift64*: deterministic random numbers for weights' statistics and inputs.
+/// xorshift64*: deterministic random input pixels.
 struct Rng(u64);
 
 impl Rng {
@@ -81,48 +81,6 @@ impl Rng {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
-    /// Uniform in `[lo, hi)`.
-    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * ((self.next() >> 40) as f32 / (1u64 << 24) as f32)
-    }
-}
-
-/// Random BatchNorm parameters: gamma in [-1.5, 1.5) (both signs), beta in [-0.5, 0.5),
-/// running mean within one accumulator standard deviation (`sqrt(K)`), running variance
-/// `K * [0.3, 1.5)`, where `K` is the fan-in of the layer before the BatchNorm.
-fn randomise_bn(store: &ParamStore, seed: u64) -> Result<()> {
-    let mut rng = Rng(seed | 1);
-    for (name, p) in store.params() {
-        let Some(prefix) = name.strip_suffix(".bn.running_var") else {
-            continue;
-        };
-        let c = p.var.dims()[0];
-        let w = store
-            .get(&format!("{prefix}.weight"))
-            .with_context(|| format!("no weight for {prefix}"))?
-            .var;
-        let k: usize = w.dims()[1..].iter().product();
-        let sd = (k as f32).sqrt();
-        let mut cols: [Vec<f32>; 4] = Default::default();
-        for _ in 0..c {
-            cols[0].push(rng.uniform(-1.5, 1.5));
-            cols[1].push(rng.uniform(-0.5, 0.5));
-            cols[2].push(sd * rng.uniform(-1.0, 1.0));
-            cols[3].push(k as f32 * rng.uniform(0.3, 1.5));
-        }
-        for (n, v) in ["weight", "bias", "running_mean", "running_var"]
-            .into_iter()
-            .zip(cols)
-        {
-            let t = Tensor::from_vec(v, c, &Device::Cpu)?;
-            store
-                .get(&format!("{prefix}.bn.{n}"))
-                .with_context(|| format!("no {prefix}.bn.{n}"))?
-                .var
-                .set(&t)?;
-        }
-    }
-    Ok(())
 }
 
 /// Median over `repeats` of ms per image, each measurement calling `f` (which processes
@@ -168,7 +126,7 @@ fn bench(args: &Args, threads: usize) -> Result<()> {
     };
     let store = ParamStore::new(args.seed, &Device::Cpu);
     let model = spec.build(&Alphas::default(), &store)?;
-    randomise_bn(&store, args.seed.wrapping_add(7))?;
+    randomize_batch_norm(&store, args.seed.wrapping_add(7))?;
     let info = ExportInfo::for_dataset(kind);
     let bytes = export_model(&spec, &model, &info)?;
     let packed = PackedModel::load_bytes(&bytes, "in-memory export")?;

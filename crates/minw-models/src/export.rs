@@ -478,3 +478,55 @@ fn export_bytes(
     let bytes = crate::packed::to_bytes(&meta, &tensors)?;
     Ok((bytes, rows))
 }
+
+/// Sets every BatchNorm of a freshly built model to random parameters that behave like a
+/// trained network's, so exports of untrained models have realistic thresholds (benchmarks,
+/// tests): gamma in `[-1.5, 1.5)` (both signs), beta in `[-0.5, 0.5)`, running mean within one
+/// accumulator standard deviation (`sqrt(K)`), running variance `K * [0.3, 1.5)`, where `K` is
+/// the fan-in of the layer before the BatchNorm. Deterministic in `seed`.
+///
+/// # Errors
+/// A BatchNorm whose layer weight (`<prefix>.weight`) or parameters are missing from `store`.
+pub fn randomize_batch_norm(store: &aqe_candle::ParamStore, seed: u64) -> Result<()> {
+    // xorshift64*, the generator the benchmarks' and tests' numbers were taken with.
+    let mut state = seed | 1;
+    let mut uniform = |lo: f32, hi: f32| {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        let r = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        lo + (hi - lo) * ((r >> 40) as f32 / (1u64 << 24) as f32)
+    };
+    let missing = |name: String| Error::Config {
+        what: name,
+        reason: "missing from the parameter store".into(),
+    };
+    for (name, p) in store.params() {
+        let Some(prefix) = name.strip_suffix(".bn.running_var") else {
+            continue;
+        };
+        let c = p.var.dims()[0];
+        let w = store
+            .get(&format!("{prefix}.weight"))
+            .ok_or_else(|| missing(format!("{prefix}.weight")))?
+            .var;
+        let k: usize = w.dims()[1..].iter().product();
+        let sd = (k as f32).sqrt();
+        let mut cols: [Vec<f32>; 4] = Default::default();
+        for _ in 0..c {
+            cols[0].push(uniform(-1.5, 1.5));
+            cols[1].push(uniform(-0.5, 0.5));
+            cols[2].push(sd * uniform(-1.0, 1.0));
+            cols[3].push(k as f32 * uniform(0.3, 1.5));
+        }
+        for (n, v) in ["weight", "bias", "running_mean", "running_var"]
+            .into_iter()
+            .zip(cols)
+        {
+            let t = candle_core::Tensor::from_vec(v, c, &candle_core::Device::Cpu)?;
+            let key = format!("{prefix}.bn.{n}");
+            store.get(&key).ok_or_else(|| missing(key))?.var.set(&t)?;
+        }
+    }
+    Ok(())
+}

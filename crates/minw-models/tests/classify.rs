@@ -8,7 +8,7 @@ use aqe_candle::{Alphas, ParamStore};
 use candle_core::{Device, ModuleT, Tensor};
 use minw_models::classify::{self, top_k};
 use minw_models::data::{DatasetKind, Resize};
-use minw_models::export::{ExportInfo, export_model};
+use minw_models::export::{ExportInfo, export_model, randomize_batch_norm};
 use minw_models::packed::{PackedModel, argmax_rows};
 use minw_models::{Error, InputShape, Model, ModelSpec, QuantPlan};
 
@@ -27,39 +27,6 @@ impl Rng {
     }
 }
 
-/// Random BatchNorm statistics with gammas of both signs, scaled to each layer's fan-in.
-fn randomise_bn(store: &ParamStore, seed: u64) {
-    let mut rng = Rng(seed | 1);
-    for (name, p) in store.params() {
-        let Some(prefix) = name.strip_suffix(".bn.running_var") else {
-            continue;
-        };
-        let c = p.var.dims()[0];
-        let w = store.get(&format!("{prefix}.weight")).unwrap().var;
-        let k: usize = w.dims()[1..].iter().product();
-        let sd = (k as f32).sqrt();
-        let mut cols: [Vec<f32>; 4] = Default::default();
-        for _ in 0..c {
-            cols[0].push(rng.uniform(-1.5, 1.5));
-            cols[1].push(rng.uniform(-0.5, 0.5));
-            cols[2].push(sd * rng.uniform(-1.0, 1.0));
-            cols[3].push(k as f32 * rng.uniform(0.3, 1.5));
-        }
-        for (n, v) in ["weight", "bias", "running_mean", "running_var"]
-            .into_iter()
-            .zip(cols)
-        {
-            let t = Tensor::from_vec(v, c, &Device::Cpu).unwrap();
-            store
-                .get(&format!("{prefix}.bn.{n}"))
-                .unwrap()
-                .var
-                .set(&t)
-                .unwrap();
-        }
-    }
-}
-
 /// A random-init ConvNet D W1A1 for 28x28x1 (Fashion-MNIST normalisation and class names),
 /// its training graph and the loaded packed model.
 fn model() -> (Model, PackedModel) {
@@ -71,7 +38,7 @@ fn model() -> (Model, PackedModel) {
     };
     let store = ParamStore::new(11, &Device::Cpu);
     let model = spec.build(&Alphas::default(), &store).unwrap();
-    randomise_bn(&store, 5);
+    randomize_batch_norm(&store, 5).unwrap();
     let info = ExportInfo::for_dataset(DatasetKind::FashionMnist);
     let bytes = export_model(&spec, &model, &info).unwrap();
     (
