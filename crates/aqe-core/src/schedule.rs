@@ -552,7 +552,10 @@ impl LrSchedule {
         })
     }
 
-    /// The multiplier of the base learning rate at `progress`.
+    /// The multiplier of the base learning rate at `progress`, in `[0, 1]`.
+    ///
+    /// It is zero only where `exp` decay underflows `f64` (for example `exp:0.01` after
+    /// more than 161 epochs), which is a zero learning rate in all but name.
     pub fn factor_at(&self, progress: &Progress) -> f64 {
         let (t, total) = progress.position(self.unit);
         let p = progress.fraction(self.unit);
