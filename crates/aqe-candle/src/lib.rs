@@ -16,8 +16,47 @@
 //! - [`loss`]: cross-entropy and squared hinge.
 //! - [`params`]: seeded parameter store with roles and atomic checkpoints.
 //!
-//! The `cuda` feature forwards to Candle's CUDA backend. The CPU path is the tested one; on other
-//! devices the quantizer and pooling ops run through a CPU round trip or Candle's own ops.
+//! The `cuda`, `cudnn`, `metal` and `mkl` features (all off by default) forward to Candle's. The
+//! CPU path is the tested one; on other devices the quantizer and pooling ops run through a CPU
+//! round trip or Candle's own ops.
+//!
+//! # Example
+//!
+//! A W1A1 convolution (sign inputs, sign weights, AQE) trained for one step, then run exactly
+//! quantized at the end of the alpha schedule:
+//!
+//! ```
+//! use aqe_candle::optim::{Algorithm, SgdConfig};
+//! use aqe_candle::{quant_conv2d, Alphas, Optimizer, ParamStore, QuantConfig, QuantConv2dConfig};
+//! use candle_core::{Device, ModuleT, Tensor};
+//!
+//! let store = ParamStore::new(0, &Device::Cpu);
+//! let alphas = Alphas::default(); // 0.5 for weights and inputs
+//! let quant = QuantConfig::minw(Some("sign".parse()?), Some("sign".parse()?), "aqe".parse()?)?;
+//! let cfg = QuantConv2dConfig { padding: 1, quant, ..Default::default() };
+//! let conv = quant_conv2d(4, 8, 3, cfg, &alphas, store.root().pp("conv"))?;
+//! let mut opt = Optimizer::new(&store, Algorithm::Sgd(SgdConfig::default()))?;
+//!
+//! let x = Tensor::randn(0f32, 1., (2, 6, 6, 4), &Device::Cpu)?; // NHWC
+//! let loss = conv.forward_t(&x, true)?.sqr()?.mean_all()?;
+//! opt.backward_step(&loss)?; // SGD step, then latent weights clipped to [-1, 1]
+//!
+//! alphas.weight.set(1.0)?;
+//! alphas.input.set(1.0)?;
+//! let y = conv.forward_t(&x, false)?;
+//! // Sign inputs times sign weights: every output is an integer in [-36, 36].
+//! let v = y.flatten_all()?.to_vec1::<f32>()?;
+//! assert!(v.iter().all(|a| a.fract() == 0.0 && a.abs() <= 36.0));
+//! assert_eq!(y.dims(), &[2, 6, 6, 8]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![deny(missing_docs)]
+
+// The README's example runs as a doctest too.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 mod alpha;
 mod cpu;

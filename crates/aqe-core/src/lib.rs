@@ -20,6 +20,37 @@
 //! Everything parses from a short name (`"sign"`, `"aqe"`, `"linear:0.5:1"`, ...), prints back
 //! to the same string and (de)serialises through it with serde; an unknown name is an error
 //! listing the valid ones. There is no Candle here and no I/O.
+//!
+//! # Example
+//!
+//! One AQE step on a weight vector: quantize with the blend at the current alpha, pass the
+//! gradient back, and read off what inference will use once alpha reaches 1.
+//!
+//! ```
+//! use aqe_core::{AlphaSchedule, Estimator, Progress, Quantizer};
+//!
+//! let h = "ternary".parse::<Quantizer>()?.resolve(&[]); // levels -1, 0, 1; threshold 0.5
+//! let aqe: Estimator = "aqe".parse()?;
+//! let alpha = "linear:0.5:1".parse::<AlphaSchedule>()?.alpha_at(&Progress::at_epoch(0, 10)?);
+//! assert_eq!(alpha, 0.5);
+//!
+//! let w = [-0.9f32, -0.2, 0.4, 1.5];
+//! let mut w_hat = [0.0; 4];
+//! aqe.forward(&h, alpha, &w, &mut w_hat)?;
+//! assert_eq!(w_hat, [-0.95, -0.1, 0.2, 1.25]);
+//! let mut dw = [0.0; 4];
+//! aqe.backward(alpha, &w, &[1.0; 4], &mut dw)?;
+//! assert_eq!(dw, [1.0, 1.0, 1.0, 0.0]); // gated outside [-1, 1]
+//! assert_eq!(w.map(|v| h.apply(v)), [-1.0, 0.0, 0.0, 1.0]); // alpha = 1: what is deployed
+//! # Ok::<(), aqe_core::AqeError>(())
+//! ```
+
+#![deny(missing_docs)]
+
+// The README's example runs as a doctest too.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 pub mod error;
 pub mod estimator;

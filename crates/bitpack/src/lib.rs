@@ -37,6 +37,13 @@
 //! assert_eq!(load_tensors(&bytes).unwrap().bits("conv").unwrap(), &w);
 //! ```
 
+#![deny(missing_docs)]
+
+// The README's example runs as a doctest too.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub mod bits;
 pub mod error;
 pub mod file;

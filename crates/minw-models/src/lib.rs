@@ -1,6 +1,10 @@
 //! MINW-Net models (M-bit inputs, N-bit weights) trained with AQE: the paper's CIFAR ConvNets
 //! A-D and the CIFAR ResNets, built at any MINW setting with the paper's layer policy.
 //!
+//! Training runs through [`train`]; [`export`] writes a trained network to a packed `.minw`
+//! file that [`packed::PackedModel`] runs on `xnor-kernels` (the README's example, also run as a
+//! doctest, exports a ConvNet D and checks that the packed logits equal the training graph's).
+//!
 //! ```
 //! use aqe_candle::{Alphas, ParamStore};
 //! use candle_core::{Device, ModuleT, Tensor};
@@ -18,6 +22,13 @@
 //! assert_eq!(model.forward_t(&x, false)?.dims(), &[2, 10]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+
+#![deny(missing_docs)]
+
+// The README's example runs as a doctest too.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 pub mod classify;
 pub mod convnet;

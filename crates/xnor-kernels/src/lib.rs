@@ -34,6 +34,13 @@
 //! }
 //! ```
 
+#![deny(missing_docs)]
+
+// The README's example runs as a doctest too.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod binary;
 mod conv;
 pub mod epilogue;
