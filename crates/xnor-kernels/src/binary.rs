@@ -37,6 +37,20 @@ pub(crate) fn check_pad_bits(
         return Ok(());
     }
     let mask = !valid_mask(k, kw - 1);
+    // Branch-free OR of the pad bits over all rows; the position is searched only on failure.
+    let words = &words[..rows * kw];
+    #[cfg(target_arch = "x86_64")]
+    let any = if Isa::Avx512.is_available() {
+        // SAFETY: AVX-512 is available; `words` holds exactly rows * kw words.
+        unsafe { crate::x86::avx512::or_last_words(words, kw, mask) }
+    } else {
+        words.chunks_exact(kw).fold(0, |a, r| a | r[kw - 1]) & mask
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let any = words.chunks_exact(kw).fold(0, |a, r| a | r[kw - 1]) & mask;
+    if any == 0 {
+        return Ok(());
+    }
     for r in 0..rows {
         let idx = r * kw + kw - 1;
         if words[idx] & mask != 0 {
@@ -148,6 +162,7 @@ pub(crate) fn binary_block(isa: Isa, a: &[u64], rows: usize, w: &BinaryWeights, 
                     &[0],
                     kw,
                     kw,
+                    1,
                     rows,
                     w.k as i32,
                     w.panels.as_ptr(),
@@ -178,8 +193,24 @@ pub(crate) fn binary_block(isa: Isa, a: &[u64], rows: usize, w: &BinaryWeights, 
     }
 }
 
-/// AVX-512 block whose rows are read in place as segments: row `i` is the concatenation of
-/// `a[offs[s] + i * a_stride ..][..seg_len]` for each segment `s` (see `x86/avx512.rs`).
+/// Asserts that every segment of an AVX-512 block read lies inside `a`, and that the
+/// segments cover the weights' row.
+#[cfg(target_arch = "x86_64")]
+fn check_segments(
+    a: &[u64],
+    offs: &[usize],
+    (seg_len, a_stride, k_stride): (usize, usize, usize),
+    rows: usize,
+    w: &BinaryWeights,
+) {
+    assert!(Isa::Avx512.is_available() && offs.len() * seg_len == w.kw && seg_len > 0);
+    for &o in offs {
+        assert!(o + (rows - 1) * a_stride + (seg_len - 1) * k_stride < a.len());
+    }
+}
+
+/// AVX-512 block whose rows are read in place as segments: word `kk` of segment `s` of row
+/// `i` is `a[offs[s] + i * a_stride + kk * k_stride]` (see `x86/avx512.rs`).
 ///
 /// # Panics
 /// When a segment would read past `a`, or the segments do not cover the weights' row.
@@ -190,19 +221,17 @@ pub(crate) fn binary_block_segments_avx512(
     offs: &[usize],
     seg_len: usize,
     a_stride: usize,
+    k_stride: usize,
     rows: usize,
     w: &BinaryWeights,
     acc: &mut [i32],
 ) {
     let n_pad = w.n_pad();
-    assert!(Isa::Avx512.is_available() && offs.len() * seg_len == w.kw);
     assert!(acc.len() >= rows * n_pad);
     if rows == 0 {
         return;
     }
-    for &o in offs {
-        assert!(o + (rows - 1) * a_stride + seg_len <= a.len());
-    }
+    check_segments(a, offs, (seg_len, a_stride, k_stride), rows, w);
     // SAFETY: AVX-512 is available; every segment read is bounded by the asserts above, the
     // panels hold n_pad / 8 panels of kw * 8 words, acc holds rows * n_pad values.
     unsafe {
@@ -211,6 +240,7 @@ pub(crate) fn binary_block_segments_avx512(
             offs,
             seg_len,
             a_stride,
+            k_stride,
             rows,
             w.k as i32,
             w.panels.as_ptr(),
@@ -221,11 +251,12 @@ pub(crate) fn binary_block_segments_avx512(
     }
 }
 
-/// [`binary_block_segments_avx512`] with the fused threshold epilogue: row `r` compares with
-/// `thr[r]` and writes its packed signs (`n_pad / 8` bytes) at `out[r]`.
+/// [`binary_block_segments_avx512`] with the fused threshold epilogue: row `r` compares its
+/// popcounts with `thr[r]` (popcount domain, see `conv.rs`) and writes its packed signs
+/// (`n_pad / 8` bytes) at `out[r]`.
 ///
 /// # Safety
-/// Every `thr[r]` must be valid for `w.n_pad()` `i32` reads and every `out[r]` for
+/// Every `thr[r]` must be valid for `w.n_pad()` `i64` reads and every `out[r]` for
 /// `w.n_pad() / 8` byte writes (and not alias other rows' bytes); `flip` and `valid` must hold
 /// at least `w.n_pad() / 8` bytes (asserted).
 ///
@@ -238,23 +269,21 @@ pub(crate) unsafe fn binary_block_thr_avx512(
     offs: &[usize],
     seg_len: usize,
     a_stride: usize,
+    k_stride: usize,
     rows: usize,
     w: &BinaryWeights,
-    thr: &[*const i32],
+    thr: &[*const i64],
     out: &[*mut u8],
     flip: &[u8],
     valid: &[u8],
 ) {
     let n_pad = w.n_pad();
-    assert!(Isa::Avx512.is_available() && offs.len() * seg_len == w.kw);
     assert!(thr.len() >= rows && out.len() >= rows && rows <= 32);
     assert!(flip.len() >= n_pad / 8 && valid.len() >= n_pad / 8);
     if rows == 0 {
         return;
     }
-    for &o in offs {
-        assert!(o + (rows - 1) * a_stride + seg_len <= a.len());
-    }
+    check_segments(a, offs, (seg_len, a_stride, k_stride), rows, w);
     // SAFETY: AVX-512 is available; activation reads are bounded by the asserts above, the
     // panels hold n_pad / 8 panels of kw * 8 words, and the caller guarantees the threshold
     // and output pointers.
@@ -264,8 +293,8 @@ pub(crate) unsafe fn binary_block_thr_avx512(
             offs,
             seg_len,
             a_stride,
+            k_stride,
             rows,
-            w.k as i32,
             w.panels.as_ptr(),
             n_pad / 8,
             thr,
@@ -312,8 +341,17 @@ pub fn binary_gemm_with(
     check_pad_bits(OP, "a", a, m, w.k)?;
     out.check(OP, m, w.n)?;
     let parallel = epilogue::want_parallel(m, m * w.n * kw);
-    epilogue::run(isa, out, m, w.n, w.n_pad(), parallel, |r0, rows, acc| {
-        binary_block(isa, &a[r0 * kw..(r0 + rows) * kw], rows, w, acc);
-    });
+    epilogue::run(
+        isa,
+        out,
+        m,
+        w.n,
+        w.n_pad(),
+        parallel,
+        epilogue::DIRECT_BLOCK,
+        |r0, rows, acc| {
+            binary_block(isa, &a[r0 * kw..(r0 + rows) * kw], rows, w, acc);
+        },
+    );
     Ok(())
 }

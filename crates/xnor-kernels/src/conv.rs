@@ -31,11 +31,12 @@
 //! Int8 convs pad with the integer 0, which is exact with no correction.
 
 use std::cell::Cell;
+use std::sync::{Arc, Mutex};
 
 use bitpack::Isa;
 
 use crate::binary::{BinaryWeights, binary_block, check_pad_bits, resolve};
-use crate::epilogue::{self, Output, Thresholds};
+use crate::epilogue::{self, Output, ROW_BLOCK, Thresholds};
 use crate::error::{KernelError, Result, check_len, mul};
 use crate::int8::{Int8Weights, check_act_range, int8_block};
 use crate::reference;
@@ -145,8 +146,19 @@ fn with_cols<T: Default + Clone, R>(
     r
 }
 
+/// Per-input-size tables of a [`BinaryConv2d`], built on the first call with a given `(h, w)`
+/// (and thresholds) and reused by later calls.
+#[derive(Debug, Default)]
+struct ConvCache {
+    /// Zero-padding corrections for `(h, w)`.
+    corr: Option<(usize, usize, Arc<Corrections>)>,
+    /// Fused thresholds for `(h, w)` and the thresholds they were built from.
+    #[cfg(target_arch = "x86_64")]
+    fused: Option<(usize, usize, Thresholds, Arc<FusedThresholds>)>,
+}
+
 /// Binary conv2d layer: prepared OHWI weights plus geometry.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct BinaryConv2d {
     cin: usize,
     cout: usize,
@@ -159,6 +171,24 @@ pub struct BinaryConv2d {
     weights: BinaryWeights,
     /// `S(o, t) = sum_c w[o, t, c]`, `cout x taps`.
     tap_sums: Vec<i32>,
+    /// Tables of the last input size (and thresholds), shared by later calls.
+    cache: Mutex<ConvCache>,
+}
+
+impl Clone for BinaryConv2d {
+    fn clone(&self) -> Self {
+        BinaryConv2d {
+            cin: self.cin,
+            cout: self.cout,
+            geom: self.geom,
+            pad_mode: self.pad_mode,
+            cw: self.cw,
+            dense: self.dense,
+            weights: self.weights.clone(),
+            tap_sums: self.tap_sums.clone(),
+            cache: Mutex::default(),
+        }
+    }
 }
 
 impl BinaryConv2d {
@@ -242,6 +272,7 @@ impl BinaryConv2d {
             dense,
             weights: BinaryWeights::with_row_words(&rows, cout, k, kwords),
             tap_sums,
+            cache: Mutex::default(),
         })
     }
 
@@ -454,6 +485,56 @@ impl BinaryConv2d {
         }
     }
 
+    /// Dense-layout im2col of rows `r0 .. r0 + rows` with AVX-512, **word-major**: word `j`
+    /// of row `i` at `dst[j * stride_k + i]` (`stride_k >= rows + 8`, the vector stores of a
+    /// run may write up to 7 words past it; later runs overwrite them).
+    ///
+    /// # Panics
+    /// When `dst` is shorter than `kwords * stride_k` or `stride_k < rows + 8`.
+    #[cfg(target_arch = "x86_64")]
+    fn im2col_dense_avx512(
+        &self,
+        input: &[u64],
+        (h, w, ho, wo): (usize, usize, usize, usize),
+        r0: usize,
+        rows: usize,
+        dst: &mut [u64],
+        stride_k: usize,
+    ) {
+        let kwords = self.weights.words_per_row();
+        assert!(self.dense > 0 && self.cw == 1 && Isa::Avx512.is_available());
+        assert!(stride_k >= rows + 8 && dst.len() >= kwords * stride_k);
+        let Geom {
+            kh,
+            kw,
+            stride,
+            pad,
+        } = self.geom;
+        let mut pos = PixelIter::new(r0, ho, wo);
+        let mut i = 0;
+        while i < rows {
+            let (b, oy, ox) = pos.peek();
+            let len = (rows - i).min(wo - ox);
+            let img = &input[b * h * w..(b + 1) * h * w];
+            // SAFETY: AVX-512 is available; img holds the h * w one-word pixels of image b;
+            // for every word j, dst[j * stride_k + i ..] holds at least
+            // stride_k - rows + len >= len + 8 words (asserted above).
+            unsafe {
+                crate::x86::avx512::im2col_dense_row(
+                    img.as_ptr(),
+                    (h, w),
+                    (kh, kw, stride, pad),
+                    self.cin,
+                    (oy, ox, len),
+                    dst.as_mut_ptr().add(i),
+                    stride_k,
+                )
+            }
+            pos.advance(len);
+            i += len;
+        }
+    }
+
     /// Computes rows `r0 .. r0 + rows` with the AVX-512 kernel reading interior pixels in
     /// place: a run of consecutive output pixels of one output row whose receptive fields are
     /// inside the image is one kernel call with one segment per kernel row (`kw * cw` words
@@ -507,6 +588,7 @@ impl BinaryConv2d {
                 &offs[..kh],
                 kw * cw,
                 stride * cw,
+                1,
                 len,
                 &self.weights,
                 &mut acc[r * n_pad..(r + len) * n_pad],
@@ -566,21 +648,20 @@ impl BinaryConv2d {
         assert!(rows <= crate::ROW_BLOCK && chunk.len() >= rows * nw);
         chunk.fill(0);
         let base = chunk.as_mut_ptr().cast::<u8>();
-        let mut thr = [std::ptr::null::<i32>(); crate::ROW_BLOCK];
+        let mut thr = [std::ptr::null::<i64>(); crate::ROW_BLOCK];
         let mut out = [std::ptr::null_mut::<u8>(); crate::ROW_BLOCK];
         let mut pos = PixelIter::new(r0, ho, wo);
         for r in 0..rows {
             let (_, oy, ox) = pos.next();
-            thr[r] = fused.row(oy, ox).as_ptr();
+            thr[r] = fused.row_ptr(oy, ox);
             // SAFETY: row r's words start at r * nw within the chunk (asserted above).
             out[r] = unsafe { base.add(r * nw * 8) };
         }
         let call = |a: &[u64],
                     offs: &[usize],
-                    seg_len: usize,
-                    a_stride: usize,
+                    (seg_len, a_stride, k_stride): (usize, usize, usize),
                     n: usize,
-                    t: &[*const i32],
+                    t: &[*const i64],
                     o: &[*mut u8]| {
             // SAFETY: the thresholds rows hold n_pad values, the output pointers address
             // nw * 8 >= n_pad / 8 bytes of this chunk, and binary_block_thr_avx512 checks
@@ -591,6 +672,7 @@ impl BinaryConv2d {
                     offs,
                     seg_len,
                     a_stride,
+                    k_stride,
                     n,
                     &self.weights,
                     t,
@@ -604,8 +686,7 @@ impl BinaryConv2d {
             call(
                 &input[r0 * kwords..(r0 + rows) * kwords],
                 &[0],
-                kwords,
-                kwords,
+                (kwords, kwords, 1),
                 rows,
                 &thr,
                 &out,
@@ -613,9 +694,10 @@ impl BinaryConv2d {
             return;
         }
         if self.dense > 0 {
-            with_cols(&COLS64, rows * kwords, |cols| {
-                self.im2col(input, dims, r0, rows, cols);
-                call(cols, &[0], kwords, kwords, rows, &thr, &out);
+            let stride_k = rows + 8;
+            with_cols(&COLS64, kwords * stride_k, |cols| {
+                self.im2col_dense_avx512(input, dims, r0, rows, cols, stride_k);
+                call(cols, &[0], (kwords, 1, stride_k), rows, &thr, &out);
             });
             return;
         }
@@ -646,8 +728,7 @@ impl BinaryConv2d {
             call(
                 input,
                 &offs[..kh],
-                kw * cw,
-                stride * cw,
+                (kw * cw, stride * cw, 1),
                 len,
                 &thr[r..r + len],
                 &out[r..r + len],
@@ -656,7 +737,7 @@ impl BinaryConv2d {
             r += len;
         }
         if nborder > 0 {
-            let mut bt = [std::ptr::null::<i32>(); crate::ROW_BLOCK];
+            let mut bt = [std::ptr::null::<i64>(); crate::ROW_BLOCK];
             let mut bo = [std::ptr::null_mut::<u8>(); crate::ROW_BLOCK];
             with_cols(&COLS64, nborder * kwords, |cols| {
                 for (i, &br) in border[..nborder].iter().enumerate() {
@@ -674,14 +755,55 @@ impl BinaryConv2d {
                 call(
                     cols,
                     &[0],
-                    kwords,
-                    kwords,
+                    (kwords, kwords, 1),
                     nborder,
                     &bt[..nborder],
                     &bo[..nborder],
                 );
             });
         }
+    }
+
+    /// The zero-padding corrections for an `h x w` input, from the cache when the last call
+    /// had the same size.
+    fn cached_corrections(&self, h: usize, w: usize, ho: usize, wo: usize) -> Arc<Corrections> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((ch, cw, c)) = &cache.corr
+            && (*ch, *cw) == (h, w)
+        {
+            return Arc::clone(c);
+        }
+        let c = Arc::new(self.corrections(h, w, ho, wo));
+        cache.corr = Some((h, w, Arc::clone(&c)));
+        c
+    }
+
+    /// The fused thresholds for `thresholds` and an `h x w` input, from the cache when the
+    /// last fused call had the same size and equal thresholds.
+    #[cfg(target_arch = "x86_64")]
+    fn cached_fused(
+        &self,
+        thresholds: &Thresholds,
+        corr: Option<&Corrections>,
+        h: usize,
+        w: usize,
+    ) -> Arc<FusedThresholds> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((ch, cw, t, f)) = &cache.fused
+            && (*ch, *cw) == (h, w)
+            && t == thresholds
+        {
+            return Arc::clone(f);
+        }
+        let f = Arc::new(FusedThresholds::new(
+            thresholds,
+            corr,
+            self.cout,
+            self.weights.n_pad(),
+            self.weights.k(),
+        ));
+        cache.fused = Some((h, w, thresholds.clone(), Arc::clone(&f)));
+        f
     }
 
     /// Per-(border case, channel) corrections for zero padding: `(row class per oy, col class
@@ -760,7 +882,7 @@ impl BinaryConv2d {
         let n_pad = self.weights.n_pad();
         let dims = (h, w, ho, wo);
         let corr = (self.pad_mode == PadMode::Zero && self.geom.pad > 0)
-            .then(|| self.corrections(h, w, ho, wo));
+            .then(|| self.cached_corrections(h, w, ho, wo));
         let parallel = epilogue::want_parallel(m, m * self.cout * kwords);
         let in_place = self.geom.in_place();
         // AVX-512 and the per-tap layout: interior pixels are read in place (no im2col).
@@ -769,7 +891,7 @@ impl BinaryConv2d {
         let out = match (isa, out) {
             (Isa::Avx512, Output::Packed { thresholds, out }) => {
                 // Fused path: the kernel compares with the thresholds and writes packed bits.
-                let fused = FusedThresholds::new(thresholds, corr.as_ref(), self.cout, n_pad);
+                let fused = self.cached_fused(thresholds, corr.as_deref(), h, w);
                 let nw = self.cout.div_ceil(64);
                 let rb = epilogue::row_block(m, parallel);
                 let body = |(bi, chunk): (usize, &mut [u64])| {
@@ -788,72 +910,110 @@ impl BinaryConv2d {
             }
             (_, out) => out,
         };
-        epilogue::run(isa, out, m, self.cout, n_pad, parallel, |r0, rows, acc| {
-            if in_place {
-                binary_block(
-                    isa,
-                    &input[r0 * kwords..(r0 + rows) * kwords],
-                    rows,
-                    &self.weights,
-                    acc,
-                );
-            } else if direct {
-                self.direct_block(input, dims, r0, rows, acc, n_pad);
-            } else {
-                with_cols(&COLS64, rows * kwords, |cols| {
-                    self.im2col(input, dims, r0, rows, cols);
-                    binary_block(isa, cols, rows, &self.weights, acc);
-                });
-            }
-            if let Some(c) = &corr {
-                c.apply(r0, rows, ho, wo, self.cout, acc, n_pad);
-            }
-        });
+        epilogue::run(
+            isa,
+            out,
+            m,
+            self.cout,
+            n_pad,
+            parallel,
+            ROW_BLOCK,
+            |r0, rows, acc| {
+                if in_place {
+                    binary_block(
+                        isa,
+                        &input[r0 * kwords..(r0 + rows) * kwords],
+                        rows,
+                        &self.weights,
+                        acc,
+                    );
+                } else if direct {
+                    self.direct_block(input, dims, r0, rows, acc, n_pad);
+                } else if cfg!(target_arch = "x86_64") && isa == Isa::Avx512 {
+                    // Dense layout: vectorised word-major im2col.
+                    #[cfg(target_arch = "x86_64")]
+                    {
+                        let stride_k = rows + 8;
+                        with_cols(&COLS64, kwords * stride_k, |cols| {
+                            self.im2col_dense_avx512(input, dims, r0, rows, cols, stride_k);
+                            crate::binary::binary_block_segments_avx512(
+                                cols,
+                                &[0],
+                                kwords,
+                                1,
+                                stride_k,
+                                rows,
+                                &self.weights,
+                                acc,
+                            );
+                        });
+                    }
+                } else {
+                    with_cols(&COLS64, rows * kwords, |cols| {
+                        self.im2col(input, dims, r0, rows, cols);
+                        binary_block(isa, cols, rows, &self.weights, acc);
+                    });
+                }
+                if let Some(c) = &corr {
+                    c.apply(r0, rows, ho, wo, self.cout, acc, n_pad);
+                }
+            },
+        );
         Ok(())
     }
 }
 
-/// Thresholds for the fused AVX-512 path: one row of `n_pad` thresholds per border case with
-/// the zero-padding correction folded in (`acc - corr < t <=> acc < t + corr`; constant
-/// channels keep `i32::MIN`), plus the flip and valid-channel bits as bytes.
+/// Thresholds for the fused AVX-512 path, in the **popcount domain**: one row of `n_pad`
+/// `i64` per border case. Channel `c` of a pixel is negative (bit 1) exactly when
+/// `(acc - corr < t) ^ flip`, with `acc = K - 2 * pc`; that is `K - corr - t < 2 * pc`, i.e.
+/// `pc >= floor((K - corr - t) / 2) + 1` (exact in `i64`), so the kernel compares its 64-bit
+/// popcounts directly. Constant channels (`t = i32::MIN`, never below) get `i64::MAX`. Also
+/// the flip and valid-channel bits as bytes.
 #[cfg(target_arch = "x86_64")]
+#[derive(Debug)]
 struct FusedThresholds {
-    /// `cases x n_pad` thresholds (a single row without corrections).
-    rows: Vec<i32>,
-    n_pad: usize,
-    /// Case lookup: `(yi, xi, ncols)` of the corrections, if any.
-    cases: Option<(Vec<u16>, Vec<u16>, usize)>,
+    /// `cases x n_pad` popcount thresholds (a single row without corrections).
+    rows: Vec<i64>,
+    /// Offsets into `rows` of the case row of output row `oy` and column `ox` (their sum is
+    /// the row of pixel `(oy, ox)`); empty without corrections.
+    y_off: Vec<usize>,
+    x_off: Vec<usize>,
     flip: Vec<u8>,
     valid: Vec<u8>,
 }
 
 #[cfg(target_arch = "x86_64")]
 impl FusedThresholds {
-    fn new(th: &Thresholds, corr: Option<&Corrections>, cout: usize, n_pad: usize) -> Self {
-        let base: Vec<i32> = (0..n_pad)
-            .map(|c| {
-                if c < cout {
-                    th.normalised()[c]
-                } else {
-                    i32::MIN
-                }
-            })
-            .collect();
-        let (rows, cases) = match corr {
-            None => (base, None),
+    fn new(
+        th: &Thresholds,
+        corr: Option<&Corrections>,
+        cout: usize,
+        n_pad: usize,
+        k: usize,
+    ) -> Self {
+        let t = th.normalised();
+        let pc_thr = |ch: usize, corr: i32| -> i64 {
+            if ch >= cout || t[ch] == i32::MIN {
+                i64::MAX
+            } else {
+                (k as i64 - i64::from(corr) - i64::from(t[ch])).div_euclid(2) + 1
+            }
+        };
+        let (rows, (y_off, x_off)) = match corr {
+            None => (
+                (0..n_pad).map(|ch| pc_thr(ch, 0)).collect(),
+                (Vec::new(), Vec::new()),
+            ),
             Some(c) => {
                 let ncases = c.table.len() / cout.max(1);
                 let mut rows = Vec::with_capacity(ncases * n_pad);
                 for ci in 0..ncases {
-                    for (ch, &t) in base.iter().enumerate() {
-                        rows.push(if ch < cout && t != i32::MIN {
-                            t.saturating_add(c.table[ci * cout + ch])
-                        } else {
-                            t
-                        });
-                    }
+                    let tc = &c.table[ci * cout..(ci + 1) * cout];
+                    rows.extend((0..n_pad).map(|ch| pc_thr(ch, tc.get(ch).copied().unwrap_or(0))));
                 }
-                (rows, Some((c.yi.clone(), c.xi.clone(), c.ncols)))
+                let y_off = c.yi.iter().map(|&y| usize::from(y) * c.ncols * n_pad);
+                let x_off = c.xi.iter().map(|&x| usize::from(x) * n_pad);
+                (rows, (y_off.collect(), x_off.collect()))
             }
         };
         let nbytes = cout.div_ceil(64) * 8;
@@ -875,20 +1035,23 @@ impl FusedThresholds {
             .collect();
         FusedThresholds {
             rows,
-            n_pad,
-            cases,
+            y_off,
+            x_off,
             flip,
             valid,
         }
     }
 
-    /// The thresholds of output pixel `(oy, ox)`.
-    fn row(&self, oy: usize, ox: usize) -> &[i32] {
-        let ci = match &self.cases {
-            None => 0,
-            Some((yi, xi, ncols)) => usize::from(yi[oy]) * ncols + usize::from(xi[ox]),
+    /// The popcount thresholds of output pixel `(oy, ox)`: a pointer to `n_pad` values of
+    /// `rows` (`oy`, `ox` inside the output it was built for).
+    #[inline]
+    fn row_ptr(&self, oy: usize, ox: usize) -> *const i64 {
+        let off = if self.y_off.is_empty() {
+            0
+        } else {
+            self.y_off[oy] + self.x_off[ox]
         };
-        &self.rows[ci * self.n_pad..(ci + 1) * self.n_pad]
+        self.rows.as_ptr().wrapping_add(off)
     }
 }
 
@@ -956,7 +1119,8 @@ impl PixelIter {
     }
 }
 
-/// Zero-padding corrections of one forward call.
+/// Zero-padding corrections for one input size.
+#[derive(Debug)]
 struct Corrections {
     yi: Vec<u16>,
     xi: Vec<u16>,
@@ -1129,6 +1293,7 @@ impl Int8Conv2d {
             self.cout,
             self.weights.n_pad(),
             parallel,
+            ROW_BLOCK,
             |r0, rows, acc| {
                 if in_place {
                     int8_block(

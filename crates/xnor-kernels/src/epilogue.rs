@@ -280,10 +280,17 @@ fn blocks<T: Send, C, E>(
     }
 }
 
+/// Rows per block when a single-threaded GEMM writes `i32` rows of the kernel's width
+/// straight into the output: no block buffer is involved, so large blocks only save per-call
+/// overhead (which matters when `n` and `K` are small). A multiple of every tile height.
+pub(crate) const DIRECT_BLOCK: usize = 384;
+
 /// Drives a blocked computation of an `m x n` result into `out`.
 ///
 /// `compute(row0, rows, acc)` must fill `acc[r * n_pad + c]` for `r < rows`, `c < n` with the
-/// exact dot products of output rows `row0 + r`.
+/// exact dot products of output rows `row0 + r`. `rows` is at most [`ROW_BLOCK`], except that
+/// single-threaded `I32` outputs of width `n_pad` come in blocks of up to `direct_rows`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run<C>(
     isa: Isa,
     out: Output<'_>,
@@ -291,6 +298,7 @@ pub(crate) fn run<C>(
     n: usize,
     n_pad: usize,
     parallel: bool,
+    direct_rows: usize,
     compute: C,
 ) where
     C: Fn(usize, usize, &mut [i32]) + Sync,
@@ -304,7 +312,11 @@ pub(crate) fn run<C>(
             if m == 0 {
                 return;
             }
-            let rb = row_block(m, parallel);
+            let rb = if parallel {
+                row_block(m, parallel)
+            } else {
+                direct_rows.max(ROW_BLOCK)
+            };
             let body = |(bi, chunk): (usize, &mut [i32])| {
                 let r0 = bi * rb;
                 compute(r0, rb.min(m - r0), chunk);

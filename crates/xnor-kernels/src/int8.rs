@@ -129,9 +129,26 @@ pub(crate) fn check_act_range(op: &'static str, a: &[i8]) -> Result<()> {
     Ok(())
 }
 
-/// Computes `rows <= ROW_BLOCK` rows of `a` (stride `w.stride()`) into `acc` (stride
-/// `w.n_pad()`).
+/// Computes `rows` rows of `a` (stride `w.stride()`) into `acc` (stride `w.n_pad()`), in
+/// chunks of at most [`ROW_BLOCK`] rows.
 pub(crate) fn int8_block(isa: Isa, a: &[i8], rows: usize, w: &Int8Weights, acc: &mut [i32]) {
+    let (s, n_pad) = (w.s, w.n_pad());
+    let mut r = 0;
+    while r < rows {
+        let n = (rows - r).min(ROW_BLOCK);
+        int8_chunk(
+            isa,
+            &a[r * s..(r + n) * s],
+            n,
+            w,
+            &mut acc[r * n_pad..(r + n) * n_pad],
+        );
+        r += n;
+    }
+}
+
+/// [`int8_block`] for `rows <= ROW_BLOCK`.
+fn int8_chunk(isa: Isa, a: &[i8], rows: usize, w: &Int8Weights, acc: &mut [i32]) {
     let s = w.s;
     let n_pad = w.n_pad();
     assert!(rows <= ROW_BLOCK && a.len() >= rows * s && acc.len() >= rows * n_pad);
@@ -221,8 +238,17 @@ pub fn int8_gemm_with(
     check_act_range(OP, a)?;
     out.check(OP, m, w.n)?;
     let parallel = epilogue::want_parallel(m, m * w.n * s / 8);
-    epilogue::run(isa, out, m, w.n, w.n_pad(), parallel, |r0, rows, acc| {
-        int8_block(isa, &a[r0 * s..(r0 + rows) * s], rows, w, acc);
-    });
+    epilogue::run(
+        isa,
+        out,
+        m,
+        w.n,
+        w.n_pad(),
+        parallel,
+        epilogue::DIRECT_BLOCK,
+        |r0, rows, acc| {
+            int8_block(isa, &a[r0 * s..(r0 + rows) * s], rows, w, acc);
+        },
+    );
     Ok(())
 }

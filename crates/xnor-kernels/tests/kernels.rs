@@ -222,6 +222,28 @@ fn int8_gemm_awkward_shapes() {
 }
 
 #[test]
+fn narrow_gemms_every_n_and_tile_shape() {
+    // Every n in 1..=64 (1-8 eight-channel panels, 1-4 sixteen-channel int8 panels) at the
+    // dense ResNet-20 word counts (K = 144: 3 words, 288: 5 words, both unrolled tiles).
+    for n in 1..=64 {
+        for &k in &[144, 288] {
+            check_binary_gemm(37, n, k, (n * 7 + k) as u64);
+            check_int8_gemm(13, n, k, (n * 5 + k) as u64, (-64, 64));
+        }
+    }
+    // Row counts around the tile heights (12, 8, 6), the 32-row blocks and the 384-row direct
+    // blocks, with K tails in the 3- and 5-word ranges and beyond.
+    for &m in &[1, 6, 11, 12, 13, 24, 25, 385, 400] {
+        for &n in &[8, 16, 24, 32, 64] {
+            for &k in &[129, 144, 192, 257, 288, 320, 576] {
+                check_binary_gemm(m, n, k, (m * 131 + n * 7 + k) as u64);
+            }
+            check_int8_gemm(m, n, 144, (m * 3 + n) as u64, (-64, 64));
+        }
+    }
+}
+
+#[test]
 fn int8_gemm_extreme_values_are_exact() {
     // Largest legal activations against the full weight range: the AVX2 i16 pairs peak here.
     for &k in &[4, 64, 1000] {
@@ -391,6 +413,90 @@ fn binary_conv_matches_naive_conv() {
 }
 
 #[test]
+fn dense_layout_convs_match_naive_conv() {
+    // Cin dividing 64 takes the dense layout (vectorised word-major im2col with AVX-512):
+    // rows longer than one 8-pixel vector, strides 1 (masked loads), 2 (loads + permute) and
+    // 3 (gathers), paddings 0-2, kernels 2, 3 and 5, narrow and wide outputs.
+    let mut seed = 5000;
+    for &cin in &[1, 4, 8, 16, 32] {
+        for &cout in &[16, 33, 64] {
+            for &(k, stride, pad) in &[
+                (3, 1, 1),
+                (3, 2, 1),
+                (3, 3, 1),
+                (3, 1, 0),
+                (5, 1, 2),
+                (5, 2, 2),
+                (2, 1, 0),
+                (3, 3, 2),
+            ] {
+                seed += 1;
+                check_binary_conv(2, 9, 29, cin, cout, k, stride, pad, seed);
+            }
+        }
+    }
+}
+
+#[test]
+fn conv_tables_follow_input_size_and_thresholds() {
+    // One layer called with alternating input sizes and thresholds: the per-size tables it
+    // keeps between calls must never be reused for another size or other thresholds.
+    let mut rng = Rng(777);
+    for &cin in &[16, 64, 130] {
+        let cout = 20;
+        let cfg = Conv2dConfig {
+            stride: 1,
+            padding: 1,
+            pad_mode: PadMode::Zero,
+        };
+        let conv = BinaryConv2d::new(
+            &pack(&rng.signs(cout * 9 * cin), cout * 9, cin),
+            cout,
+            cin,
+            3,
+            3,
+            cfg,
+        )
+        .unwrap();
+        let th_a = Thresholds::new(&vec![0; cout], &vec![Direction::Increasing; cout]).unwrap();
+        let th_b = Thresholds::new(&vec![3; cout], &vec![Direction::Decreasing; cout]).unwrap();
+        for &(h, w, th) in &[
+            (5, 7, &th_a),
+            (6, 6, &th_a),
+            (6, 6, &th_b),
+            (5, 7, &th_b),
+            (5, 7, &th_a),
+        ] {
+            let x = pack(&rng.signs(h * w * cin), h * w, cin);
+            let mut acc = vec![0; h * w * cout];
+            conv.forward_with(Isa::Scalar, &x, 1, h, w, Output::I32(&mut acc))
+                .unwrap();
+            let want: Vec<u64> = acc.chunks(cout).flat_map(|r| th.sign_bits(r)).collect();
+            for isa in Isa::available() {
+                let mut got_acc = vec![0; h * w * cout];
+                conv.forward_with(isa, &x, 1, h, w, Output::I32(&mut got_acc))
+                    .unwrap();
+                assert_eq!(got_acc, acc, "isa={isa} {h}x{w} cin={cin}");
+                let mut bits = vec![0u64; h * w];
+                conv.forward_with(
+                    isa,
+                    &x,
+                    1,
+                    h,
+                    w,
+                    Output::Packed {
+                        thresholds: th,
+                        out: &mut bits,
+                    },
+                )
+                .unwrap();
+                assert_eq!(bits, want, "isa={isa} {h}x{w} cin={cin}");
+            }
+        }
+    }
+}
+
+#[test]
 fn int8_conv_matches_naive_conv() {
     let mut seed = 1000;
     for &cin in &[1, 3, 16, 33] {
@@ -521,8 +627,9 @@ proptest! {
 
     #[test]
     fn binary_conv_random_shapes(
-        h in 1usize..9, w in 1usize..9, cin in 1usize..140, cout in 1usize..40,
-        k in prop::sample::select(vec![1usize, 3]), stride in 1usize..3, pad in 0usize..2, seed: u64,
+        h in 1usize..13, w in 1usize..21, cin in 1usize..140, cout in 1usize..70,
+        k in prop::sample::select(vec![1usize, 2, 3, 5]), stride in 1usize..4, pad in 0usize..3,
+        seed: u64,
     ) {
         prop_assume!(h + 2 * pad >= k && w + 2 * pad >= k);
         check_binary_conv(1, h, w, cin, cout, k, stride, pad, seed);

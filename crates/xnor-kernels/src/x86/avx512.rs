@@ -21,87 +21,144 @@
 
 use std::arch::x86_64::*;
 
-use super::dispatch_tile;
+use super::{dispatch_binary_tile, dispatch_tile};
 
 /// Independent chains in the popcount peak loop (2 * 12 + 2 zmm registers live).
 pub(crate) const PEAK_CHAINS: usize = 12;
 
-/// Binary micro-tile: `MR` rows x `NV` panels. Row `i` of the (virtual) activation matrix is
-/// the concatenation of `nseg` segments of `seg_len` words, segment `s` starting at
-/// `a + seg_offs[s] + i * a_stride` (a plain row-major matrix is one segment at offset 0;
-/// a conv reads its input in place with one segment per kernel row).
+/// Accumulates the popcounts of one micro-tile: `MR` rows x `NV` panels, 64-bit lanes (one
+/// per channel), evaluating to `[[__m512i; NV]; MR]`. Row `i` of the (virtual) activation
+/// matrix is the concatenation of `nseg` segments of `seg_len` words; word `kk` of segment `s`
+/// of row `i` is at `a + seg_offs[s] + i * a_stride + kk * k_stride` (a plain row-major matrix
+/// is one segment at offset 0 with `k_stride = 1`; a conv reads its input in place with one
+/// segment per kernel row, or a word-major im2col buffer with `a_stride = 1`). The first word
+/// initialises the accumulators (no add of zero), which matters when `K` is a few words.
+/// A macro rather than a function so that the accumulators stay in registers.
+///
+/// Safety (of the expansion, inside an `unsafe fn` with AVX-512 enabled): `nseg, seg_len >= 1`;
+/// every segment word read must be in bounds; `seg_offs` valid for `nseg` values; `w` for
+/// `NV` panels of `nseg * seg_len * 8` words.
+macro_rules! binary_acc {
+    ($mr:ident, $nv:ident, $a:expr, $seg_offs:expr, $nseg:expr, $seg_len:expr,
+     $a_stride:expr, $k_stride:expr, $w:expr) => {{
+        let (a, seg_offs, nseg, seg_len, a_stride, k_stride, w) =
+            ($a, $seg_offs, $nseg, $seg_len, $a_stride, $k_stride, $w);
+        let pstride = nseg * seg_len * 8;
+        let mut acc = [[_mm512_setzero_si512(); $nv]; $mr];
+        // SAFETY: segment 0, word 0 of every row and panel is in bounds (caller's contract).
+        unsafe {
+            let a0 = a.add(seg_offs.read());
+            let mut wv = [_mm512_setzero_si512(); $nv];
+            for (j, v) in wv.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(w.add(j * pstride).cast());
+            }
+            for (i, acc_i) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_epi64(a0.add(i * a_stride).read_unaligned() as i64);
+                for j in 0..$nv {
+                    acc_i[j] = _mm512_popcnt_epi64(_mm512_xor_si512(av, wv[j]));
+                }
+            }
+        }
+        for sg in 0..nseg {
+            // SAFETY: seg_offs holds nseg offsets; the segment and its weights are in bounds
+            // by the caller's contract.
+            let (a, w) = unsafe { (a.add(seg_offs.add(sg).read()), w.add(sg * seg_len * 8)) };
+            for kk in usize::from(sg == 0)..seg_len {
+                let mut wv = [_mm512_setzero_si512(); $nv];
+                for (j, v) in wv.iter_mut().enumerate() {
+                    // SAFETY: panel j word kk of this segment is in bounds (caller's contract).
+                    *v = unsafe { _mm512_loadu_si512(w.add(j * pstride + kk * 8).cast()) };
+                }
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    // SAFETY: row i word kk of this segment is in bounds (caller's contract).
+                    let av = _mm512_set1_epi64(unsafe {
+                        a.add(i * a_stride + kk * k_stride).read_unaligned()
+                    } as i64);
+                    for j in 0..$nv {
+                        acc_i[j] = _mm512_add_epi64(
+                            acc_i[j],
+                            _mm512_popcnt_epi64(_mm512_xor_si512(av, wv[j])),
+                        );
+                    }
+                }
+            }
+        }
+        acc
+    }};
+}
+
+/// Binary micro-tile: `MR` rows x `NV` panels (see [`binary_acc!`] for the activation
+/// addressing; `KW > 0` means one segment of `KW` words, unrolled at compile time), storing `K - 2 * popcount` as `i32`. Two panels' 64-bit counts are narrowed
+/// into one vector with a single two-source permute.
 ///
 /// # Safety
-/// The CPU must support [`bitpack::Isa::Avx512`]; every segment word read must be in bounds;
-/// `seg_offs` valid for `nseg` values; `w` for `NV` panels of `nseg * seg_len * 8` words;
-/// `out` for `MR` rows (stride `out_stride`) of `NV * 8` `i32`.
+/// As [`binary_acc!`]; `out` valid for `MR` rows (stride `out_stride`) of `NV * 8` `i32`.
 #[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn binary_tile<const MR: usize, const NV: usize>(
+unsafe fn binary_tile<const MR: usize, const NV: usize, const KW: usize>(
     a: *const u64,
     seg_offs: *const usize,
     nseg: usize,
     seg_len: usize,
     a_stride: usize,
+    k_stride: usize,
     k: i32,
     w: *const u64,
     out: *mut i32,
     out_stride: usize,
 ) {
-    let pstride = nseg * seg_len * 8;
-    let mut acc = [[_mm512_setzero_si512(); NV]; MR];
-    for sg in 0..nseg {
-        // SAFETY: seg_offs holds nseg offsets; the segment and its weights are in bounds by the
-        // caller's contract.
-        let (a, w) = unsafe { (a.add(seg_offs.add(sg).read()), w.add(sg * seg_len * 8)) };
-        for kk in 0..seg_len {
-            let mut wv = [_mm512_setzero_si512(); NV];
-            for (j, v) in wv.iter_mut().enumerate() {
-                // SAFETY: panel j word kk of this segment is in bounds (caller's contract).
-                *v = unsafe { _mm512_loadu_si512(w.add(j * pstride + kk * 8).cast()) };
-            }
-            for (i, acc_i) in acc.iter_mut().enumerate() {
-                // SAFETY: row i word kk of this segment is in bounds (caller's contract).
-                let av =
-                    _mm512_set1_epi64(unsafe { a.add(i * a_stride + kk).read_unaligned() } as i64);
-                for j in 0..NV {
-                    acc_i[j] = _mm512_add_epi64(
-                        acc_i[j],
-                        _mm512_popcnt_epi64(_mm512_xor_si512(av, wv[j])),
-                    );
-                }
-            }
-        }
-    }
-    // Epilogue: narrow the 64-bit counts to i32, two panels per 512-bit vector, and store
-    // `K - 2 * popcount`.
+    // KW > 0: one segment of exactly KW words, known at compile time (fully unrolled).
+    let (nseg, seg_len) = if KW > 0 { (1, KW) } else { (nseg, seg_len) };
+    let acc = binary_acc!(MR, NV, a, seg_offs, nseg, seg_len, a_stride, k_stride, w);
+    // Epilogue: the low dwords of two panels' counts, then `K - 2 * popcount`.
     let kv = _mm512_set1_epi32(k);
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     for (i, acc_i) in acc.iter().enumerate() {
         let mut j = 0;
         while j + 1 < NV {
-            let lo = _mm512_cvtepi64_epi32(acc_i[j]);
-            let hi = _mm512_cvtepi64_epi32(acc_i[j + 1]);
-            let pc = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
-            let d = _mm512_sub_epi32(kv, _mm512_slli_epi32::<1>(pc));
+            let pc = _mm512_permutex2var_epi32(acc_i[j], even, acc_i[j + 1]);
+            let d = _mm512_sub_epi32(kv, _mm512_add_epi32(pc, pc));
             // SAFETY: out row i, columns j*8..j*8+16 are in bounds by the caller's contract.
             unsafe { _mm512_storeu_si512(out.add(i * out_stride + j * 8).cast(), d) };
             j += 2;
         }
         if j < NV {
             let pc = _mm512_cvtepi64_epi32(acc_i[j]);
-            let d = _mm256_sub_epi32(_mm512_castsi512_si256(kv), _mm256_slli_epi32::<1>(pc));
+            let d = _mm256_sub_epi32(_mm512_castsi512_si256(kv), _mm256_add_epi32(pc, pc));
             // SAFETY: out row i, columns j*8..j*8+8 are in bounds by the caller's contract.
             unsafe { _mm256_storeu_si256(out.add(i * out_stride + j * 8).cast(), d) };
         }
     }
 }
 
-/// Binary block: `rows` rows (segments as in [`binary_tile`]) against `npanels` weight panels
+/// Rows of a full binary tile with `nv` panels: 24 accumulators (of 32 zmm registers) for
+/// 2-4 panels, so that few panels (narrow layers) still get many independent chains and
+/// every weight load serves many rows.
+fn full_tile_rows(nv: usize) -> usize {
+    match nv {
+        1 | 2 => 12,
+        3 => 8,
+        _ => 6,
+    }
+}
+
+/// The compile-time word count of a tile: ResNet-20's dense `K = 144` and `288` (3 and 5
+/// words) are unrolled; 0 = run-time count.
+fn tile_kw(nseg: usize, seg_len: usize) -> usize {
+    match (nseg, seg_len) {
+        (1, 3) => 3,
+        (1, 5) => 5,
+        _ => 0,
+    }
+}
+
+/// Binary block: `rows` rows (segments as in [`binary_acc!`]) against `npanels` weight panels
 /// into `acc` (row stride `acc_stride >= npanels * 8`).
 ///
 /// # Safety
-/// The CPU must support [`bitpack::Isa::Avx512`]; for every segment `s`, `a + seg_offs[s]`
-/// must be valid for `(rows - 1) * a_stride + seg_len` words; `w` for `npanels` panels of
+/// The CPU must support [`bitpack::Isa::Avx512`]; `seg_offs` and `seg_len` non-empty; for
+/// every segment `s`, `a + seg_offs[s]` must be valid for
+/// `(rows - 1) * a_stride + (seg_len - 1) * k_stride + 1` words; `w` for `npanels` panels of
 /// `seg_offs.len() * seg_len * 8` words; `acc` for `rows * acc_stride` values.
 #[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
 #[allow(clippy::too_many_arguments)]
@@ -110,6 +167,7 @@ pub(crate) unsafe fn binary_rows(
     seg_offs: &[usize],
     seg_len: usize,
     a_stride: usize,
+    k_stride: usize,
     rows: usize,
     k: i32,
     w: *const u64,
@@ -123,19 +181,25 @@ pub(crate) unsafe fn binary_rows(
     let mut p = 0;
     while p < npanels {
         let nv = (npanels - p).min(4);
-        // Few panels: taller tiles keep enough independent accumulators in flight.
-        let mr_max = if nv <= 2 { 8 } else { 4 };
+        let mr_full = full_tile_rows(nv);
         let mut r = 0;
         while r < rows {
-            let mr = (rows - r).min(mr_max);
+            // Full tiles take the tall shape; the tail uses the small shapes.
+            let mr = if rows - r >= mr_full {
+                mr_full
+            } else {
+                (rows - r).min(if nv <= 2 { 8 } else { 4 })
+            };
             // SAFETY: the offsets stay inside the buffers described by the caller's contract;
             // the tile reads mr rows and nv panels and writes mr x nv*8 outputs.
             unsafe {
                 let ap = a.add(r * a_stride);
                 let wp = w.add(p * kw * 8);
                 let op = acc.add(r * acc_stride + p * 8);
-                dispatch_tile!(
+                dispatch_binary_tile!(
                     binary_tile,
+                    mr == mr_full,
+                    tile_kw(nseg, seg_len),
                     mr,
                     nv,
                     ap,
@@ -143,6 +207,7 @@ pub(crate) unsafe fn binary_rows(
                     nseg,
                     seg_len,
                     a_stride,
+                    k_stride,
                     k,
                     wp,
                     op,
@@ -156,78 +221,40 @@ pub(crate) unsafe fn binary_rows(
 }
 
 /// Binary micro-tile with the threshold epilogue fused: like [`binary_tile`], but instead of
-/// storing `i32` results it compares `K - 2 * popcount` with the row's thresholds and stores
-/// packed signs: for each pair of panels (16 channels) the 16-bit mask
-/// `((acc < thr) ^ flip) & valid` goes to bytes `2j, 2j + 1` of the row's output (channels are
-/// multiples of 8 apart, so every panel owns one output byte).
+/// storing `i32` results it compares the 64-bit popcounts with the row's thresholds, given in
+/// the popcount domain (`K - 2 * pc < t <=> pc >= floor((K - t) / 2) + 1`, see
+/// `conv.rs`), and stores packed signs: panel `j` (8 channels) writes the byte
+/// `((pc >= thr) ^ flip) & valid` at byte `j` of the row's output (channels are multiples of 8
+/// apart, so every panel owns one output byte). No narrowing, no `K - 2 * pc`.
 ///
 /// # Safety
-/// As [`binary_tile`] for `a`, `seg_offs` and `w`; `thr[i]` valid for `NV * 8` `i32`,
+/// As [`binary_acc!`] for `a`, `seg_offs` and `w`; `thr[i]` valid for `NV * 8` `i64`,
 /// `out[i]` for `NV` bytes (`i < MR`), `flip` and `valid` for `NV` bytes.
 #[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn binary_tile_thr<const MR: usize, const NV: usize>(
+unsafe fn binary_tile_thr<const MR: usize, const NV: usize, const KW: usize>(
     a: *const u64,
     seg_offs: *const usize,
     nseg: usize,
     seg_len: usize,
     a_stride: usize,
-    k: i32,
+    k_stride: usize,
     w: *const u64,
-    thr: *const *const i32,
+    thr: *const *const i64,
     out: *const *mut u8,
     flip: *const u8,
     valid: *const u8,
 ) {
-    let pstride = nseg * seg_len * 8;
-    let mut acc = [[_mm512_setzero_si512(); NV]; MR];
-    for sg in 0..nseg {
-        // SAFETY: as in `binary_tile`.
-        let (a, w) = unsafe { (a.add(seg_offs.add(sg).read()), w.add(sg * seg_len * 8)) };
-        for kk in 0..seg_len {
-            let mut wv = [_mm512_setzero_si512(); NV];
-            for (j, v) in wv.iter_mut().enumerate() {
-                // SAFETY: panel j word kk of this segment is in bounds (caller's contract).
-                *v = unsafe { _mm512_loadu_si512(w.add(j * pstride + kk * 8).cast()) };
-            }
-            for (i, acc_i) in acc.iter_mut().enumerate() {
-                // SAFETY: row i word kk of this segment is in bounds (caller's contract).
-                let av =
-                    _mm512_set1_epi64(unsafe { a.add(i * a_stride + kk).read_unaligned() } as i64);
-                for j in 0..NV {
-                    acc_i[j] = _mm512_add_epi64(
-                        acc_i[j],
-                        _mm512_popcnt_epi64(_mm512_xor_si512(av, wv[j])),
-                    );
-                }
-            }
-        }
-    }
-    let kv = _mm512_set1_epi32(k);
+    // KW > 0: one segment of exactly KW words, known at compile time (fully unrolled).
+    let (nseg, seg_len) = if KW > 0 { (1, KW) } else { (nseg, seg_len) };
+    let acc = binary_acc!(MR, NV, a, seg_offs, nseg, seg_len, a_stride, k_stride, w);
     for (i, acc_i) in acc.iter().enumerate() {
-        // SAFETY: thr and out hold MR row pointers (caller's contract).
-        let (t, o) = unsafe { (thr.add(i).read(), out.add(i).read()) };
-        let mut j = 0;
-        while j + 1 < NV {
-            let lo = _mm512_cvtepi64_epi32(acc_i[j]);
-            let hi = _mm512_cvtepi64_epi32(acc_i[j + 1]);
-            let pc = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
-            let d = _mm512_sub_epi32(kv, _mm512_slli_epi32::<1>(pc));
-            // SAFETY: thresholds j*8..j*8+16, flip/valid/out bytes j, j+1 are in bounds.
-            unsafe {
-                let m = _mm512_cmplt_epi32_mask(d, _mm512_loadu_si512(t.add(j * 8).cast()));
-                let f = flip.add(j).cast::<u16>().read_unaligned();
-                let v = valid.add(j).cast::<u16>().read_unaligned();
-                o.add(j).cast::<u16>().write_unaligned((m ^ f) & v);
-            }
-            j += 2;
-        }
-        if j < NV {
-            let pc = _mm512_cvtepi64_epi32(acc_i[j]);
-            let d = _mm256_sub_epi32(_mm512_castsi512_si256(kv), _mm256_slli_epi32::<1>(pc));
-            // SAFETY: thresholds j*8..j*8+8, flip/valid/out byte j are in bounds.
-            unsafe {
-                let m = _mm256_cmplt_epi32_mask(d, _mm256_loadu_si256(t.add(j * 8).cast()));
+        // SAFETY: thr and out hold MR row pointers; thresholds j*8..j*8+8 and flip/valid/out
+        // byte j are in bounds for j < NV (caller's contract).
+        unsafe {
+            let (t, o) = (thr.add(i).read(), out.add(i).read());
+            for (j, &v) in acc_i.iter().enumerate() {
+                let m = _mm512_cmpge_epi64_mask(v, _mm512_loadu_si512(t.add(j * 8).cast()));
                 o.add(j)
                     .write((m ^ flip.add(j).read()) & valid.add(j).read());
             }
@@ -236,11 +263,12 @@ unsafe fn binary_tile_thr<const MR: usize, const NV: usize>(
 }
 
 /// Binary block with the fused threshold epilogue: rows as in [`binary_rows`], row `r`'s
-/// thresholds at `thr[r]` (`npanels * 8` values) and its packed output bytes at `out[r]`.
+/// popcount-domain thresholds at `thr[r]` (`npanels * 8` values) and its packed output bytes
+/// at `out[r]`.
 ///
 /// # Safety
 /// As [`binary_rows`] for `a`, `seg_offs`, `w`; `thr` and `out` hold `rows` pointers, each
-/// valid for `npanels * 8` `i32` / `npanels` bytes; `flip` and `valid` for `npanels` bytes.
+/// valid for `npanels * 8` `i64` / `npanels` bytes; `flip` and `valid` for `npanels` bytes.
 #[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn binary_rows_thr(
@@ -248,11 +276,11 @@ pub(crate) unsafe fn binary_rows_thr(
     seg_offs: &[usize],
     seg_len: usize,
     a_stride: usize,
+    k_stride: usize,
     rows: usize,
-    k: i32,
     w: *const u64,
     npanels: usize,
-    thr: &[*const i32],
+    thr: &[*const i64],
     out: &[*mut u8],
     flip: *const u8,
     valid: *const u8,
@@ -264,9 +292,9 @@ pub(crate) unsafe fn binary_rows_thr(
     let mut p = 0;
     while p < npanels {
         let nv = (npanels - p).min(4);
-        let mr_max = if nv <= 2 { 8 } else { 4 };
+        let mr_full = full_tile_rows(nv);
         // Row pointers shifted to this panel group.
-        let mut tp = [std::ptr::null::<i32>(); 32];
+        let mut tp = [std::ptr::null::<i64>(); 32];
         let mut op = [std::ptr::null_mut::<u8>(); 32];
         for r in 0..rows {
             // SAFETY: panel p starts at channel 8p / byte p of every row (caller's contract).
@@ -277,13 +305,19 @@ pub(crate) unsafe fn binary_rows_thr(
         }
         let mut r = 0;
         while r < rows {
-            let mr = (rows - r).min(mr_max);
+            let mr = if rows - r >= mr_full {
+                mr_full
+            } else {
+                (rows - r).min(if nv <= 2 { 8 } else { 4 })
+            };
             // SAFETY: the offsets stay inside the buffers described by the caller's contract.
             unsafe {
                 let ap = a.add(r * a_stride);
                 let wp = w.add(p * kw * 8);
-                dispatch_tile!(
+                dispatch_binary_tile!(
                     binary_tile_thr,
+                    mr == mr_full,
+                    tile_kw(nseg, seg_len),
                     mr,
                     nv,
                     ap,
@@ -291,7 +325,7 @@ pub(crate) unsafe fn binary_rows_thr(
                     nseg,
                     seg_len,
                     a_stride,
-                    k,
+                    k_stride,
                     wp,
                     tp.as_ptr().add(r),
                     op.as_ptr().add(r),
@@ -553,4 +587,183 @@ pub(crate) unsafe fn row_sums_i8(a: *const i8, s: usize, rows: usize, out: *mut 
         // SAFETY: out holds rows values.
         unsafe { out.add(r).write(total as i32) };
     }
+}
+
+/// Bits `lo .. hi` of a lane mask (empty when `hi <= lo`).
+#[inline]
+fn lane_bits(lo: isize, hi: isize) -> u32 {
+    let (lo, hi) = (lo.max(0) as u32, hi.clamp(0, 31) as u32);
+    if hi <= lo {
+        0
+    } else {
+        ((1u32 << hi) - 1) & !((1u32 << lo) - 1)
+    }
+}
+
+/// Dense-layout im2col of `len` consecutive output pixels `(oy, ox0 ..)` of one output row,
+/// 8 pixels per vector, written **word-major**: word `j` of pixel `q` goes to
+/// `dst[j * dst_stride + q]`. Pixels have one word holding `cin` channels (`cin` divides 64);
+/// tap `t` (row-major over the `kh x kw` kernel) occupies bits `t * cin ..` of the im2col row,
+/// so word `j` is the OR of its taps' pixel words shifted into place. Each tap is one masked
+/// load of 8 pixels (stride 1), two loads and a permute (stride 2) or a gather; lanes outside
+/// the image read as 0 (+1, the padding value before correction), lanes beyond `len` too.
+/// The last vector of the run stores all 8 lanes (up to 7 words past the run).
+///
+/// # Safety
+/// The CPU must support [`bitpack::Isa::Avx512`]; `img` valid for `h * w` words;
+/// `dst + j * dst_stride` valid for `len.div_ceil(8) * 8` words for every word `j` of the row
+/// (`ceil(kh * kw * cin / 64)` words); `kw <= 32`.
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
+pub(crate) unsafe fn im2col_dense_row(
+    img: *const u64,
+    hw: (usize, usize),
+    geom: (usize, usize, usize, usize),
+    cin: usize,
+    run: (usize, usize, usize),
+    dst: *mut u64,
+    dst_stride: usize,
+) {
+    // SAFETY: forwarded caller's contract.
+    unsafe {
+        match geom.2 {
+            1 => im2col_dense_row_s::<1>(img, hw, geom, cin, run, dst, dst_stride),
+            2 => im2col_dense_row_s::<2>(img, hw, geom, cin, run, dst, dst_stride),
+            _ => im2col_dense_row_s::<0>(img, hw, geom, cin, run, dst, dst_stride),
+        }
+    }
+}
+
+/// [`im2col_dense_row`] for stride `S` (1, 2; 0 = any stride, by gathers).
+///
+/// # Safety
+/// As [`im2col_dense_row`].
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
+unsafe fn im2col_dense_row_s<const S: usize>(
+    img: *const u64,
+    (h, w): (usize, usize),
+    (kh, kw, stride, pad): (usize, usize, usize, usize),
+    cin: usize,
+    (oy, ox0, len): (usize, usize, usize),
+    dst: *mut u64,
+    dst_stride: usize,
+) {
+    let taps = kh * kw;
+    let even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+    let (wi, si, pi) = (w as isize, stride as isize, pad as isize);
+    let mut c0 = 0;
+    while c0 < len {
+        let rem = (len - c0).min(8) as isize;
+        // Column c of the kernel reads words x0 + c (+ l * stride for lane l) of a row.
+        let x0 = (ox0 + c0) as isize * si - pi;
+        // Per kernel column: the lane (stride 1) or word (stride 2) mask of in-image reads,
+        // or the gather indices and lane mask (other strides).
+        let mut masks = [0u32; 32];
+        let mut gidx = [_mm512_setzero_si512(); 32];
+        for (c, m) in masks.iter_mut().enumerate().take(kw) {
+            let xc = x0 + c as isize;
+            *m = match S {
+                1 => lane_bits(-xc, rem.min(wi - xc)),
+                2 => lane_bits(-xc, (2 * rem - 1).min(wi - xc)),
+                _ => {
+                    let mut ix = [0i64; 8];
+                    let mut m = 0;
+                    for (l, v) in ix.iter_mut().enumerate() {
+                        let x = xc + l as isize * si;
+                        if (l as isize) < rem && (0..wi).contains(&x) {
+                            *v = x as i64;
+                            m |= 1 << l;
+                        }
+                    }
+                    // SAFETY: ix holds 8 values.
+                    gidx[c] = unsafe { _mm512_loadu_si512(ix.as_ptr().cast()) };
+                    m
+                }
+            };
+        }
+        let mut word = _mm512_setzero_si512();
+        let mut bit = 0;
+        for r in 0..kh {
+            let iy = (oy * stride + r) as isize - pi;
+            let inside = (0..h as isize).contains(&iy);
+            let row = img.wrapping_add((iy.max(0) as usize) * w);
+            for c in 0..kw {
+                if inside {
+                    let p = row.wrapping_offset(x0 + c as isize);
+                    // SAFETY: (all arms) the masks admit only words 0..w of image row iy (in
+                    // bounds of img); masked-off lanes are not accessed (AVX-512 fault
+                    // suppression), so the pointer itself may lie outside the row.
+                    let v = unsafe {
+                        match S {
+                            1 => _mm512_maskz_loadu_epi64(masks[c] as u8, p.cast()),
+                            2 => {
+                                let lo = _mm512_maskz_loadu_epi64(masks[c] as u8, p.cast());
+                                let hi = _mm512_maskz_loadu_epi64(
+                                    (masks[c] >> 8) as u8,
+                                    p.wrapping_add(8).cast(),
+                                );
+                                _mm512_permutex2var_epi64(lo, even, hi)
+                            }
+                            _ => _mm512_mask_i64gather_epi64::<8>(
+                                _mm512_setzero_si512(),
+                                masks[c] as u8,
+                                gidx[c],
+                                row.cast(),
+                            ),
+                        }
+                    };
+                    let sh = _mm_cvtsi64_si128((bit % 64) as i64);
+                    word = _mm512_or_si512(word, _mm512_sll_epi64(v, sh));
+                }
+                let t = r * kw + c;
+                if t + 1 == taps || (bit + cin).is_multiple_of(64) {
+                    // SAFETY: word bit / 64 of pixels c0 .. c0 + 8 is in dst (caller's
+                    // contract).
+                    unsafe {
+                        _mm512_storeu_si512(dst.add(bit / 64 * dst_stride + c0).cast(), word)
+                    };
+                    word = _mm512_setzero_si512();
+                }
+                bit += cin;
+            }
+        }
+        c0 += 8;
+    }
+}
+
+/// OR of `last & mask` over the last word of every `kw`-word row of `words`
+/// (`words.len()` a multiple of `kw`): 8 rows per step with a periodic mask for `kw <= 8`.
+///
+/// # Safety
+/// The CPU must support [`bitpack::Isa::Avx512`].
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
+pub(crate) unsafe fn or_last_words(words: &[u64], kw: usize, mask: u64) -> u64 {
+    if kw == 0 || kw > 8 {
+        return words
+            .chunks_exact(kw.max(1))
+            .fold(0, |a, r| a | r[r.len() - 1])
+            & mask;
+    }
+    let mut pattern = [0u64; 64];
+    for r in 0..8 {
+        pattern[r * kw + kw - 1] = mask;
+    }
+    let mut acc = _mm512_setzero_si512();
+    let mut chunks = words.chunks_exact(8 * kw);
+    for c in &mut chunks {
+        for v in 0..kw {
+            // SAFETY: c and pattern hold 8 * kw words.
+            unsafe {
+                let x = _mm512_loadu_si512(c.as_ptr().add(8 * v).cast());
+                let p = _mm512_loadu_si512(pattern.as_ptr().add(8 * v).cast());
+                // acc | (x & p)
+                acc = _mm512_ternarylogic_epi64::<0xf8>(acc, x, p);
+            }
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .zip(&pattern)
+        .fold(0, |a, (x, p)| a | (x & p));
+    tail | _mm512_reduce_or_epi64(acc) as u64
 }
