@@ -1,5 +1,6 @@
 //! `cargo xtask bench-packed`: packed engine vs the training graph (evaluation mode) on a
-//! random-init W1A1 ConvNet, at batch 1 and 64, without a trained run or a dataset.
+//! random-init W1A1 ConvNet or CIFAR ResNet, at batch 1 and 64, without a trained run or a
+//! dataset.
 //!
 //! The model is built at 1/1 with random BatchNorm statistics (gammas of both signs, means and
 //! variances scaled to each layer's fan-in, so the folded thresholds sit inside the
@@ -24,9 +25,11 @@ use minw_models::{ModelSpec, QuantPlan};
 /// Arguments of `cargo xtask bench-packed`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example:\n  \
-    cargo xtask bench-packed --model A --input cifar --threads 1 --json bench-A.json")]
+    cargo xtask bench-packed --model A --input cifar --threads 1 --json bench-A.json\n  \
+    cargo xtask bench-packed --model resnet20 --threads 1")]
 pub(crate) struct Args {
-    /// ConvNet A, B, C or D (built at W1A1 with random weights and BatchNorm statistics).
+    /// ConvNet A, B, C or D, or a CIFAR ResNet (`resnet20`, `resnet32`, ..., `-b` for
+    /// projection shortcuts), built at W1A1 with random weights and BatchNorm statistics.
     #[arg(long, default_value = "A")]
     model: String,
     /// Input shape and normalisation: cifar (32x32x3, CIFAR-10) or mnist (28x28x1,
@@ -114,8 +117,11 @@ fn bench(args: &Args, threads: usize) -> Result<()> {
         other => bail!("unknown --input `{other}`; valid inputs are: cifar, mnist"),
     };
     let arch: minw_models::Arch = args.model.parse()?;
-    if !matches!(arch, minw_models::Arch::ConvNet(_)) {
-        bail!("--model {arch}: only ConvNets A, B, C, D have a packed engine");
+    if !matches!(
+        arch,
+        minw_models::Arch::ConvNet(_) | minw_models::Arch::ResNet { .. }
+    ) {
+        bail!("--model {arch}: only ConvNets A-D and CIFAR ResNets have a packed engine");
     }
     let shape = kind.shape();
     let spec = ModelSpec {

@@ -35,7 +35,9 @@ use serde::Serialize;
 
 use crate::data::DatasetKind;
 use crate::error::{Error, Result};
-use crate::packed::{Dir, FORMAT_VERSION, LayerMeta, ModelMeta, bn_scale_shift, fold_threshold};
+use crate::packed::{
+    Dir, FORMAT_VERSION, LayerMeta, ModelMeta, ShortcutMeta, bn_scale_shift, fold_threshold,
+};
 use crate::train::TrainConfig;
 use crate::{Arch, MinwSetting, Model, ModelSpec};
 
@@ -316,15 +318,6 @@ fn export_bytes(
     model: &Model,
     info: &ExportInfo,
 ) -> Result<(Vec<u8>, LayerRows)> {
-    let net = match model {
-        Model::ConvNet(n) => n,
-        _ => {
-            return Err(refuse(
-                format!("model `{}`", arch_name(&spec.arch)),
-                "not supported yet by the packed export (ConvNet A-D at W1A1 only)",
-            ));
-        }
-    };
     if spec.plan.setting != MinwSetting::W1A1 {
         return Err(refuse(
             format!("model `{}`", arch_name(&spec.arch)),
@@ -341,9 +334,257 @@ fn export_bytes(
             "normalisation must have one mean/std per input channel",
         ));
     }
-    let mut layers = Vec::new();
-    let mut tensors: BTreeMap<String, BitTensor<'static>> = BTreeMap::new();
-    let mut rows = Vec::new();
+    let mut out = Exported::default();
+    let features = match model {
+        Model::ConvNet(net) => convnet_layers(net, input, &mut out)?,
+        Model::ResNet(net) => resnet_layers(net, input, &mut out)?,
+        _ => {
+            return Err(refuse(
+                format!("model `{}`", arch_name(&spec.arch)),
+                "not supported by the packed export (ConvNet A-D and CIFAR ResNets at W1A1)",
+            ));
+        }
+    };
+    if info.class_names.len() != features {
+        return Err(refuse(
+            "export info",
+            format!(
+                "{} class names for {features} classes",
+                info.class_names.len()
+            ),
+        ));
+    }
+    let meta = ModelMeta {
+        format_version: FORMAT_VERSION,
+        architecture: arch_name(&spec.arch),
+        bits: spec.plan.setting.to_string(),
+        input_shape: [input.height, input.width, input.channels],
+        normalize_mean: info.mean.clone(),
+        normalize_std: info.std.clone(),
+        class_names: info.class_names.clone(),
+        layers: out.layers,
+    };
+    let bytes = crate::packed::to_bytes(&meta, &out.tensors)?;
+    Ok((bytes, out.rows))
+}
+
+/// What the per-architecture walkers collect.
+#[derive(Default)]
+struct Exported {
+    layers: Vec<LayerMeta>,
+    tensors: BTreeMap<String, BitTensor<'static>>,
+    rows: LayerRows,
+}
+
+fn to_bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Packs a conv's sign weights after checking its quantization, bias and shape
+/// (`[out, k, k, in_c]`); returns `(out, k)`.
+fn conv_weight(
+    conv: &aqe_candle::QuantConv2d,
+    in_c: usize,
+    float_input: bool,
+    key: String,
+    out: &mut Exported,
+) -> Result<(usize, usize)> {
+    let name = conv.name();
+    check_quant(name, &conv.config().quant, float_input)?;
+    if conv.bias().is_some() {
+        return Err(refuse(
+            format!("layer `{name}`"),
+            "has a bias (not supported)",
+        ));
+    }
+    let dims = conv.weight().dims().to_vec();
+    let [out_c, kh, kw, c] = dims[..] else {
+        return Err(refuse(
+            format!("layer `{name}`"),
+            format!("weight shape {dims:?} is not OHWI"),
+        ));
+    };
+    if kh != kw || c != in_c {
+        return Err(refuse(
+            format!("layer `{name}`"),
+            format!(
+                "weight shape {dims:?} unsupported (expects square kernels over {in_c} channels)"
+            ),
+        ));
+    }
+    let wv = vec1(name, conv.weight())?;
+    let bits = BitTensor::from_f32(Layout::Ohwi, &dims, &wv)
+        .map_err(|e| refuse(format!("layer `{name}`"), e.to_string()))?;
+    out.tensors.insert(key, bits);
+    Ok((out_c, kh))
+}
+
+/// Packs a linear layer's sign weights (`[out, features]`); returns `out`.
+fn linear_weight(
+    fc: &aqe_candle::QuantLinear,
+    features: usize,
+    out: &mut Exported,
+) -> Result<usize> {
+    let name = fc.name();
+    check_quant(name, &fc.config().quant, false)?;
+    if fc.bias().is_some() {
+        return Err(refuse(
+            format!("layer `{name}`"),
+            "has a bias (not supported)",
+        ));
+    }
+    let dims = fc.weight().dims().to_vec();
+    if dims.len() != 2 || dims[1] != features {
+        return Err(refuse(
+            format!("layer `{name}`"),
+            format!("weight shape {dims:?}, expected [_, {features}]"),
+        ));
+    }
+    let wv = vec1(name, fc.weight())?;
+    let bits = BitTensor::from_f32(Layout::RowMajor, &dims, &wv)
+        .map_err(|e| refuse(format!("layer `{name}`"), e.to_string()))?;
+    out.tensors.insert(format!("{name}.weight"), bits);
+    Ok(dims[0])
+}
+
+/// The layers of a CIFAR ResNet: stem, residual blocks, pooled classifier. Returns the
+/// number of classes.
+fn resnet_layers(
+    net: &crate::ResNetCifar,
+    input: crate::InputShape,
+    out: &mut Exported,
+) -> Result<usize> {
+    use crate::resnet::{BlockActivation, Shortcut};
+    if net.activation() != BlockActivation::HardTanh {
+        return Err(refuse(
+            format!("ResNet-{}", net.depth()),
+            "float (ReLU) activations cannot be packed",
+        ));
+    }
+    let stem = &net.stem;
+    let name = stem.name().to_string();
+    let (c, k) = conv_weight(stem, input.channels, true, format!("{name}.weight"), out)?;
+    let (scale, shift) = bn_affine(&name, &net.stem_bn, Activation::HardTanh)?;
+    let cfg = stem.config();
+    out.layers.push(LayerMeta::StemConv {
+        name: name.clone(),
+        in_channels: input.channels,
+        out_channels: c,
+        kernel: k,
+        stride: cfg.stride,
+        padding: cfg.padding,
+        scale_bits: to_bits(&scale),
+        shift_bits: to_bits(&shift),
+    });
+    out.rows.push((name, "stem_conv".into(), 0));
+    let mut in_c = c;
+    for b in &net.blocks {
+        // The block's name is its convs' common prefix (`stage2.block1`).
+        let c1 = b.conv1.name();
+        let name = c1.strip_suffix(".conv1").unwrap_or(c1).to_string();
+        let geometry = |conv: &aqe_candle::QuantConv2d, stride: Option<usize>| -> Result<()> {
+            let cfg = conv.config();
+            if cfg.padding != 1 || stride.is_some_and(|s| s != cfg.stride) {
+                return Err(refuse(
+                    format!("layer `{}`", conv.name()),
+                    format!(
+                        "a packed basic block needs 3x3 convs with padding 1 (got padding {}, stride {})",
+                        cfg.padding, cfg.stride
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        let stride = b.conv1.config().stride;
+        geometry(&b.conv1, None)?;
+        geometry(&b.conv2, Some(1))?;
+        let (mid, k1) = conv_weight(&b.conv1, in_c, false, format!("{name}.conv1.weight"), out)?;
+        let (oc, k2) = conv_weight(&b.conv2, mid, false, format!("{name}.conv2.weight"), out)?;
+        if k1 != 3 || k2 != 3 {
+            return Err(refuse(
+                format!("block `{name}`"),
+                "a packed basic block needs 3x3 convs",
+            ));
+        }
+        let (s1, h1) = bn_affine(b.conv1.name(), &b.bn1, Activation::HardTanh)?;
+        let (t, d, constant) = fold_all(b.conv1.name(), &s1, &h1, 9 * in_c)?;
+        let (s2, h2) = bn_affine(b.conv2.name(), &b.bn2, Activation::Identity)?;
+        let shortcut = match &b.shortcut {
+            Shortcut::Identity => ShortcutMeta::Identity,
+            Shortcut::PadA {
+                pad_before,
+                pad_after,
+                ..
+            } => ShortcutMeta::PadA {
+                pad_before: *pad_before,
+                pad_after: *pad_after,
+            },
+            Shortcut::ProjectionB { conv, bn } => {
+                let (pc, pk) =
+                    conv_weight(conv, in_c, false, format!("{name}.shortcut.weight"), out)?;
+                if pk != 1
+                    || pc != oc
+                    || conv.config().padding != 0
+                    || conv.config().stride != stride
+                {
+                    return Err(refuse(
+                        format!("layer `{}`", conv.name()),
+                        "a projection shortcut must be a 1x1 conv with the block's stride and no padding",
+                    ));
+                }
+                let (s, h) = bn_affine(conv.name(), bn, Activation::Identity)?;
+                ShortcutMeta::Projection {
+                    scale_bits: to_bits(&s),
+                    shift_bits: to_bits(&h),
+                }
+            }
+        };
+        if mid != oc {
+            return Err(refuse(
+                format!("block `{name}`"),
+                format!("conv1 gives {mid} channels but conv2 {oc}"),
+            ));
+        }
+        out.layers.push(LayerMeta::ResidualBlock {
+            name: name.clone(),
+            in_channels: in_c,
+            out_channels: oc,
+            stride,
+            thresholds: t,
+            directions: d,
+            scale_bits: to_bits(&s2),
+            shift_bits: to_bits(&h2),
+            shortcut,
+        });
+        out.rows.push((name, "residual_block".into(), constant));
+        in_c = oc;
+    }
+    let fc = &net.head.fc;
+    let classes = linear_weight(fc, in_c, out)?;
+    let (scale, shift) = bn_affine(fc.name(), &net.head.bn, Activation::Identity)?;
+    out.layers.push(LayerMeta::PoolClassifier {
+        name: fc.name().to_string(),
+        in_features: in_c,
+        out_features: classes,
+        scale_bits: to_bits(&scale),
+        shift_bits: to_bits(&shift),
+    });
+    out.rows
+        .push((fc.name().to_string(), "pool_classifier".into(), 0));
+    Ok(classes)
+}
+
+/// The layers of ConvNet A-D. Returns the number of classes.
+fn convnet_layers(
+    net: &crate::ConvNet,
+    input: crate::InputShape,
+    out: &mut Exported,
+) -> Result<usize> {
+    let Exported {
+        layers,
+        tensors,
+        rows,
+    } = out;
     let (mut h, mut w) = (input.height, input.width);
     let mut c_in = input.channels;
     for (i, b) in net.conv_blocks().iter().enumerate() {
@@ -456,27 +697,7 @@ fn export_bytes(
         }
         features = out;
     }
-    if info.class_names.len() != features {
-        return Err(refuse(
-            "export info",
-            format!(
-                "{} class names for {features} classes",
-                info.class_names.len()
-            ),
-        ));
-    }
-    let meta = ModelMeta {
-        format_version: FORMAT_VERSION,
-        architecture: arch_name(&spec.arch),
-        bits: spec.plan.setting.to_string(),
-        input_shape: [input.height, input.width, input.channels],
-        normalize_mean: info.mean.clone(),
-        normalize_std: info.std.clone(),
-        class_names: info.class_names.clone(),
-        layers,
-    };
-    let bytes = crate::packed::to_bytes(&meta, &tensors)?;
-    Ok((bytes, rows))
+    Ok(features)
 }
 
 /// Sets every BatchNorm of a freshly built model to random parameters that behave like a

@@ -50,7 +50,7 @@ impl BlockActivation {
 }
 
 #[derive(Debug, Clone)]
-enum Shortcut {
+pub(crate) enum Shortcut {
     Identity,
     PadA {
         stride: usize,
@@ -66,12 +66,12 @@ enum Shortcut {
 /// One basic block.
 #[derive(Debug, Clone)]
 pub struct BasicBlock {
-    conv1: QuantConv2d,
-    bn1: BatchNorm,
-    conv2: QuantConv2d,
-    bn2: BatchNorm,
-    shortcut: Shortcut,
-    act: BlockActivation,
+    pub(crate) conv1: QuantConv2d,
+    pub(crate) bn1: BatchNorm,
+    pub(crate) conv2: QuantConv2d,
+    pub(crate) bn2: BatchNorm,
+    pub(crate) shortcut: Shortcut,
+    pub(crate) act: BlockActivation,
 }
 
 impl BasicBlock {
@@ -203,8 +203,8 @@ impl ModuleT for BasicBlock {
 /// Global average pooling, the classifier and its BatchNorm: the head of every ResNet here.
 #[derive(Debug, Clone)]
 pub(crate) struct PoolHead {
-    fc: QuantLinear,
-    bn: BatchNorm,
+    pub(crate) fc: QuantLinear,
+    pub(crate) bn: BatchNorm,
 }
 
 impl PoolHead {
@@ -243,10 +243,10 @@ impl ModuleT for PoolHead {
 #[derive(Debug, Clone)]
 pub struct ResNetCifar {
     depth: usize,
-    stem: QuantConv2d,
-    stem_bn: BatchNorm,
-    blocks: Vec<BasicBlock>,
-    head: PoolHead,
+    pub(crate) stem: QuantConv2d,
+    pub(crate) stem_bn: BatchNorm,
+    pub(crate) blocks: Vec<BasicBlock>,
+    pub(crate) head: PoolHead,
     act: BlockActivation,
 }
 

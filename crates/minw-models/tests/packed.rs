@@ -112,13 +112,20 @@ fn float_logits(model: &Model, images: &[f32], shape: InputShape) -> Vec<f32> {
 }
 
 fn build_random(shape: InputShape, seed: u64) -> (ModelSpec, Model, Vec<u8>) {
-    let spec = spec("D", "1/1", shape);
+    build_random_arch("D", shape, seed)
+}
+
+fn build_random_arch(arch: &str, shape: InputShape, seed: u64) -> (ModelSpec, Model, Vec<u8>) {
+    let spec = spec(arch, "1/1", shape);
     let store = ParamStore::new(seed, &Device::Cpu);
     let model = spec.build(&Alphas::default(), &store).unwrap();
     randomise_bn(&store, seed + 7);
     let mut info = ExportInfo::for_dataset(minw_models::data::DatasetKind::FashionMnist);
     if shape.channels == 3 {
         info = ExportInfo::for_dataset(minw_models::data::DatasetKind::Cifar10);
+    } else if shape.channels != 1 {
+        info.mean = vec![0.0; shape.channels];
+        info.std = vec![1.0; shape.channels];
     }
     let bytes = export_model(&spec, &model, &info).unwrap();
     (spec, model, bytes)
@@ -231,6 +238,127 @@ fn packed_convnet_d_matches_the_training_graph_bit_for_bit() {
 }
 
 #[test]
+fn packed_resnets_match_the_training_graph_bit_for_bit() {
+    let odd = InputShape {
+        height: 13,
+        width: 10,
+        channels: 2,
+    };
+    // ResNet-20 (option-A shortcuts) at both dataset sizes; ResNet-8 with projection
+    // shortcuts on an odd input (strided convs over odd sizes, 2 input channels).
+    for (arch, shape, seed) in [
+        ("resnet20", InputShape::CIFAR, 3u64),
+        ("resnet20", InputShape::MNIST, 4),
+        ("resnet8-b", odd, 5),
+    ] {
+        let (_, model, bytes) = build_random_arch(arch, shape, seed);
+        let packed = PackedModel::load_bytes(&bytes, "test").unwrap();
+        let meta = packed.meta();
+        assert_eq!(meta.architecture, arch);
+        let kinds: Vec<&str> = meta
+            .layers
+            .iter()
+            .map(|l| match l {
+                minw_models::packed::LayerMeta::StemConv { .. } => "stem",
+                minw_models::packed::LayerMeta::ResidualBlock { shortcut, .. } => match shortcut {
+                    minw_models::packed::ShortcutMeta::Identity => "identity",
+                    minw_models::packed::ShortcutMeta::PadA { .. } => "pad_a",
+                    minw_models::packed::ShortcutMeta::Projection { .. } => "projection",
+                },
+                minw_models::packed::LayerMeta::PoolClassifier { .. } => "head",
+                _ => "other",
+            })
+            .collect();
+        let want_kinds: &[&str] = if arch == "resnet20" {
+            &[
+                "stem", "identity", "identity", "identity", "pad_a", "identity", "identity",
+                "pad_a", "identity", "identity", "head",
+            ]
+        } else {
+            &["stem", "identity", "projection", "projection", "head"]
+        };
+        assert_eq!(kinds, want_kinds, "{arch}");
+
+        let n = 96;
+        let images = random_images(n, shape, seed * 31);
+        let want = float_logits(&model, &images, shape);
+        for batch in [1, 5, n] {
+            let got = packed.logits(&images, batch).unwrap();
+            assert_bitwise_equal(&got, &want, &format!("{arch} {shape:?} batch {batch}"));
+        }
+        let pred = packed.predict(&images, 32).unwrap();
+        assert_eq!(pred, argmax_rows(&want, 10));
+        // The logits depend on the image (the comparison could fail).
+        assert!(
+            want.chunks(10).any(|r| r != &want[..10]),
+            "{arch}: degenerate logits"
+        );
+    }
+}
+
+#[test]
+fn resnet_files_with_inconsistent_layers_are_rejected() {
+    use minw_models::packed::{LayerMeta, ShortcutMeta};
+    let (_, _, bytes) = build_random_arch("resnet8-b", InputShape::CIFAR, 9);
+    let good = PackedModel::load_bytes(&bytes, "test").unwrap();
+    let file = bitpack::load_tensors(&bytes).unwrap();
+    let tensors: std::collections::BTreeMap<String, bitpack::BitTensor<'static>> = file
+        .tensors()
+        .iter()
+        .map(|(n, t)| (n.clone(), t.as_bits().unwrap().clone().into_owned()))
+        .collect();
+    let reject = |meta: &minw_models::packed::ModelMeta, needle: &str| {
+        let b = minw_models::packed::to_bytes(meta, &tensors).unwrap();
+        let err = PackedModel::load_bytes(&b, "edited")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "expected `{needle}` in: {err}");
+    };
+    let mut no_projection = tensors.clone();
+    no_projection.remove("stage2.block1.shortcut.weight");
+    let reject_without = |meta: &minw_models::packed::ModelMeta, needle: &str| {
+        let b = minw_models::packed::to_bytes(meta, &no_projection).unwrap();
+        let err = PackedModel::load_bytes(&b, "edited")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "expected `{needle}` in: {err}");
+    };
+    // Option-A padding that does not add up to the block's channels (16 + 1 + 1 != 32).
+    let mut m = good.meta().clone();
+    if let LayerMeta::ResidualBlock { shortcut, .. } = &mut m.layers[2] {
+        *shortcut = ShortcutMeta::PadA {
+            pad_before: 1,
+            pad_after: 1,
+        };
+    }
+    reject_without(&m, "option-A padding 1 + 16 + 1 is not 32");
+    // The same layers with the projection weight still in the file: one tensor too many.
+    reject(&m, "the layers name 9 weight tensors but the file has 10");
+    // An identity shortcut across a stride.
+    let mut m = good.meta().clone();
+    if let LayerMeta::ResidualBlock { shortcut, .. } = &mut m.layers[2] {
+        *shortcut = ShortcutMeta::Identity;
+    }
+    reject_without(&m, "identity shortcut needs stride 1");
+    // Blocks out of order: a residual block right after the stem's place.
+    let mut m = good.meta().clone();
+    m.layers.swap(0, 1);
+    reject(&m, "cannot be layer 0");
+    // Wrong channel count in a block.
+    let mut m = good.meta().clone();
+    if let LayerMeta::ResidualBlock { in_channels, .. } = &mut m.layers[1] {
+        *in_channels = 8;
+    }
+    reject(&m, "expects 8 input channels");
+    // A head that expects other features than the stream has.
+    let mut m = good.meta().clone();
+    if let LayerMeta::PoolClassifier { in_features, .. } = &mut m.layers[4] {
+        *in_features = 32;
+    }
+    reject(&m, "pooled features");
+}
+
+#[test]
 fn corrupt_or_truncated_files_are_rejected() {
     let (_, _, bytes) = build_random(InputShape::MNIST, 5);
     assert!(PackedModel::load_bytes(&bytes, "ok").is_ok());
@@ -286,11 +414,12 @@ fn export_refuses_what_it_cannot_represent() {
         let model = spec.build(&Alphas::default(), &store).unwrap();
         export_model(spec, &model, &info).unwrap_err().to_string()
     };
-    let e = try_export(&spec("resnet20", "1/1", InputShape::CIFAR));
-    assert!(
-        e.contains("resnet20") && e.contains("not supported yet"),
-        "{e}"
-    );
+    let e = try_export(&spec("resnet18", "1/1", InputShape::CIFAR));
+    assert!(e.contains("resnet18") && e.contains("not supported"), "{e}");
+    let mut s = spec("resnet20", "1/1", InputShape::CIFAR);
+    s.plan.policy.last_layer = LayerPrecision::Float;
+    let e = try_export(&s);
+    assert!(e.contains("layer `fc`") && e.contains("only sign"), "{e}");
     let e = try_export(&spec("D", "2/2", InputShape::CIFAR));
     assert!(e.contains("2/2"), "{e}");
     let mut s = spec("D", "1/1", InputShape::CIFAR);

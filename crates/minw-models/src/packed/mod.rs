@@ -35,6 +35,8 @@ use xnor_kernels::{
 
 use crate::error::{Error, Result};
 
+mod residual;
+
 /// The packed model format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 /// `__metadata__` key holding the model description (JSON, [`ModelMeta`]).
@@ -139,6 +141,89 @@ pub enum LayerMeta {
         /// Per-class shift, `f32` bit patterns.
         shift_bits: Vec<u32>,
     },
+    /// A ResNet stem: `f32` conv of the float image with binary weights, then
+    /// `clamp(v * scale + shift, -1, 1)` (BatchNorm + HardTanh): the `f32` residual stream.
+    StemConv {
+        /// Layer name (weight tensor `<name>.weight`, OHWI sign plane).
+        name: String,
+        /// Input channels.
+        in_channels: usize,
+        /// Output channels.
+        out_channels: usize,
+        /// Square kernel size.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+        /// Zero padding.
+        padding: usize,
+        /// BatchNorm scale per channel, `f32` bit patterns.
+        scale_bits: Vec<u32>,
+        /// BatchNorm shift per channel, `f32` bit patterns.
+        shift_bits: Vec<u32>,
+    },
+    /// A residual basic block on the `f32` stream `x`:
+    /// `x' = clamp(conv2(t(conv1(sign x))) * scale + shift + shortcut(x), -1, 1)`, where both
+    /// convs are 3x3 with zero padding 1 (`conv1` has the block's stride), `conv1`'s output is
+    /// thresholded to packed signs and `conv2`'s accumulator goes through its BatchNorm affine.
+    ResidualBlock {
+        /// Block name (weights `<name>.conv1.weight`, `<name>.conv2.weight` and, for a
+        /// projection shortcut, `<name>.shortcut.weight`; OHWI sign planes).
+        name: String,
+        /// Input channels.
+        in_channels: usize,
+        /// Output channels.
+        out_channels: usize,
+        /// Stride of `conv1` (and of the shortcut).
+        stride: usize,
+        /// `conv1`'s per-channel thresholds (BatchNorm + HardTanh + `conv2`'s sign).
+        thresholds: Vec<i32>,
+        /// `conv1`'s per-channel directions.
+        directions: Vec<Dir>,
+        /// `conv2`'s BatchNorm scale, `f32` bit patterns.
+        scale_bits: Vec<u32>,
+        /// `conv2`'s BatchNorm shift, `f32` bit patterns.
+        shift_bits: Vec<u32>,
+        /// How `x` reaches the sum.
+        shortcut: ShortcutMeta,
+    },
+    /// A ResNet head on the `f32` stream: global average pooling, the sign of the pooled
+    /// features, a binary FC and `f32(acc) * scale + shift` logits.
+    PoolClassifier {
+        /// Layer name (weight tensor `<name>.weight`, row-major sign plane `[out, in]`).
+        name: String,
+        /// Input features (the stream's channels).
+        in_features: usize,
+        /// Output features (classes).
+        out_features: usize,
+        /// Per-class scale, `f32` bit patterns.
+        scale_bits: Vec<u32>,
+        /// Per-class shift, `f32` bit patterns.
+        shift_bits: Vec<u32>,
+    },
+}
+
+/// The shortcut of a [`LayerMeta::ResidualBlock`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ShortcutMeta {
+    /// `x` itself (same shape).
+    Identity,
+    /// He et al.'s option A: `x` sub-sampled by the stride (pixels `0, s, 2s, ...`), with
+    /// `pad_before` zero channels before and `pad_after` after.
+    PadA {
+        /// Zero channels before `x`'s.
+        pad_before: usize,
+        /// Zero channels after `x`'s.
+        pad_after: usize,
+    },
+    /// Option B: a 1x1 binary conv of `sign x` with the block's stride, then
+    /// `f32(acc) * scale + shift` (weight `<block>.shortcut.weight`).
+    Projection {
+        /// BatchNorm scale, `f32` bit patterns.
+        scale_bits: Vec<u32>,
+        /// BatchNorm shift, `f32` bit patterns.
+        shift_bits: Vec<u32>,
+    },
 }
 
 impl LayerMeta {
@@ -148,7 +233,28 @@ impl LayerMeta {
             LayerMeta::FloatConv { name, .. }
             | LayerMeta::BinaryConv { name, .. }
             | LayerMeta::BinaryDense { name, .. }
-            | LayerMeta::BinaryDenseAffine { name, .. } => name,
+            | LayerMeta::BinaryDenseAffine { name, .. }
+            | LayerMeta::StemConv { name, .. }
+            | LayerMeta::ResidualBlock { name, .. }
+            | LayerMeta::PoolClassifier { name, .. } => name,
+        }
+    }
+
+    /// Names of the weight tensors the layer reads, in the order the file lists them.
+    pub fn tensor_names(&self) -> Vec<String> {
+        let name = self.name();
+        match self {
+            LayerMeta::ResidualBlock { shortcut, .. } => {
+                let mut v = vec![
+                    format!("{name}.conv1.weight"),
+                    format!("{name}.conv2.weight"),
+                ];
+                if matches!(shortcut, ShortcutMeta::Projection { .. }) {
+                    v.push(format!("{name}.shortcut.weight"));
+                }
+                v
+            }
+            _ => vec![format!("{name}.weight")],
         }
     }
 }
@@ -363,6 +469,24 @@ enum Layer {
         scale: Vec<f32>,
         shift: Vec<f32>,
     },
+    Stem {
+        /// +-1 OHWI weights.
+        w: Vec<f32>,
+        in_c: usize,
+        out_c: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+    },
+    Block(Box<residual::Block>),
+    PoolClassifier {
+        w: BinaryWeights,
+        out: usize,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+    },
 }
 
 /// Shapes of one layer's input and output for a given model, computed at load.
@@ -388,6 +512,9 @@ struct Buffers {
     bits_a: Vec<u64>,
     bits_b: Vec<u64>,
     acc: Vec<i32>,
+    /// The `f32` residual stream of ResNets, current and next.
+    stream_a: Vec<f32>,
+    stream_b: Vec<f32>,
 }
 
 /// A loaded, validated packed model.
@@ -497,22 +624,25 @@ impl PackedModel {
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
             return Err(bad(origin, format!("duplicate layer name `{}`", w[0])));
         }
-        if meta.layers.len() != n_tensors {
+        let wanted: usize = meta.layers.iter().map(|l| l.tensor_names().len()).sum();
+        if wanted != n_tensors {
             return Err(bad(
                 origin,
-                format!("{} layers but {n_tensors} tensors", meta.layers.len()),
+                format!("the layers name {wanted} weight tensors but the file has {n_tensors}"),
             ));
         }
         let (mut h, mut w, mut c) = (h0, w0, c0);
         // `flat`: the layer input is a feature vector of `c` elements (after the first dense).
         let mut flat = false;
+        // `stream`: the layer input is the `f32` residual stream (after a ResNet stem).
+        let mut stream = false;
         let mut layers = Vec::new();
         let mut steps = Vec::new();
         let nl = meta.layers.len();
         for (i, lm) in meta.layers.iter().enumerate() {
             let name = lm.name();
             let lerr = |reason: String| bad(origin, format!("layer `{name}`: {reason}"));
-            let weight = get(&format!("{name}.weight"))?;
+            let weight = get(&lm.tensor_names()[0])?;
             let conv_geom = |in_c: usize,
                              out_c: usize,
                              kernel: usize,
@@ -520,9 +650,9 @@ impl PackedModel {
                              padding: usize,
                              pool: bool|
              -> Result<Step> {
-                if in_c != c || flat {
+                if in_c != c || flat || stream {
                     return Err(lerr(format!(
-                        "expects {in_c} input channels, gets {c} (flat: {flat})"
+                        "expects {in_c} packed input channels, gets {c} (flat: {flat}, f32 stream: {stream})"
                     )));
                 }
                 if out_c == 0
@@ -584,10 +714,23 @@ impl PackedModel {
                 Ok(())
             };
             let position_ok = match lm {
-                LayerMeta::FloatConv { .. } => i == 0,
-                LayerMeta::BinaryDenseAffine { .. } => i + 1 == nl,
+                LayerMeta::FloatConv { .. } | LayerMeta::StemConv { .. } => i == 0,
+                LayerMeta::BinaryDenseAffine { .. } | LayerMeta::PoolClassifier { .. } => {
+                    i + 1 == nl
+                }
                 _ => i > 0 && i + 1 < nl,
             };
+            let wants_stream = matches!(
+                lm,
+                LayerMeta::ResidualBlock { .. } | LayerMeta::PoolClassifier { .. }
+            );
+            if i > 0 && wants_stream != stream {
+                return Err(lerr(format!(
+                    "a {} layer cannot follow a {} layer",
+                    kind_name(lm),
+                    kind_name(&meta.layers[i - 1])
+                )));
+            }
             if !position_ok {
                 return Err(lerr(format!(
                     "a {} layer cannot be layer {i} of {nl}",
@@ -728,6 +871,109 @@ impl PackedModel {
                     });
                     (h, w, c, flat) = (1, 1, *out_features, true);
                 }
+                LayerMeta::StemConv {
+                    in_channels,
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                    scale_bits,
+                    shift_bits,
+                    ..
+                } => {
+                    let st = conv_geom(
+                        *in_channels,
+                        *out_channels,
+                        *kernel,
+                        *stride,
+                        *padding,
+                        false,
+                    )?;
+                    check_vec("scale", scale_bits.len(), *out_channels)?;
+                    check_vec("shift", shift_bits.len(), *out_channels)?;
+                    let (scale, shift) = (f32s(scale_bits), f32s(shift_bits));
+                    finite("scale", &scale)?;
+                    finite("shift", &shift)?;
+                    layers.push(Layer::Stem {
+                        w: weight.to_f32(),
+                        in_c: c,
+                        out_c: *out_channels,
+                        kernel: *kernel,
+                        stride: *stride,
+                        padding: *padding,
+                        scale,
+                        shift,
+                    });
+                    (h, w, c, stream) = (st.ho, st.wo, *out_channels, true);
+                    steps.push(st);
+                }
+                LayerMeta::ResidualBlock {
+                    in_channels,
+                    out_channels,
+                    stride,
+                    thresholds: t,
+                    directions,
+                    scale_bits,
+                    shift_bits,
+                    shortcut,
+                    ..
+                } => {
+                    let (block, st) = residual::Block::build(
+                        residual::BlockSpec {
+                            in_c: *in_channels,
+                            out_c: *out_channels,
+                            stride: *stride,
+                            h,
+                            w,
+                            c,
+                            thresholds: thresholds(t, directions, *out_channels)?,
+                            scale_bits,
+                            shift_bits,
+                            shortcut,
+                        },
+                        &|n: &str| get(n),
+                        &lm.tensor_names(),
+                        &lerr,
+                    )?;
+                    layers.push(Layer::Block(Box::new(block)));
+                    (h, w, c) = (st.ho, st.wo, *out_channels);
+                    steps.push(st);
+                }
+                LayerMeta::PoolClassifier {
+                    in_features,
+                    out_features,
+                    scale_bits,
+                    shift_bits,
+                    ..
+                } => {
+                    if *in_features != c {
+                        return Err(lerr(format!(
+                            "expects {in_features} pooled features, the stream has {c} channels"
+                        )));
+                    }
+                    let wts = dense_weights(weight, *out_features, c, &lerr)?;
+                    check_vec("scale", scale_bits.len(), *out_features)?;
+                    check_vec("shift", shift_bits.len(), *out_features)?;
+                    let (scale, shift) = (f32s(scale_bits), f32s(shift_bits));
+                    finite("scale", &scale)?;
+                    finite("shift", &shift)?;
+                    layers.push(Layer::PoolClassifier {
+                        w: wts,
+                        out: *out_features,
+                        scale,
+                        shift,
+                    });
+                    steps.push(Step {
+                        h,
+                        w,
+                        ho: 1,
+                        wo: 1,
+                        hp: 1,
+                        wp: 1,
+                    });
+                    (h, w, c, stream) = (1, 1, *out_features, false);
+                    flat = true;
+                }
             }
         }
         if nl < 2 {
@@ -807,7 +1053,7 @@ impl PackedModel {
         if buf.batch == batch && !buf.bits_a.is_empty() {
             return;
         }
-        let (mut f, mut p, mut bits, mut acc) = (0, 0, 0, 0);
+        let (mut f, mut p, mut bits, mut acc, mut stream) = (0, 0, 0, 0, 0);
         for (l, s) in self.layers.iter().zip(&self.steps) {
             match l {
                 Layer::FloatConv { out_c, .. } => {
@@ -824,6 +1070,24 @@ impl PackedModel {
                         .max(batch * out.div_ceil(64));
                     acc = acc.max(batch * out);
                 }
+                Layer::Stem { out_c, .. } => {
+                    f = f.max(batch * s.ho * s.wo * out_c);
+                    stream = stream.max(batch * s.ho * s.wo * out_c);
+                }
+                Layer::Block(b) => {
+                    let (i, o) = (b.in_c(), b.out_c());
+                    bits = bits
+                        .max(batch * s.h * s.w * i.div_ceil(64))
+                        .max(batch * s.ho * s.wo * o.div_ceil(64));
+                    f = f.max(batch * s.ho * s.wo * o);
+                    p = p.max(batch * s.ho * s.wo * o);
+                    stream = stream.max(batch * s.ho * s.wo * o);
+                }
+                Layer::PoolClassifier { w, out, .. } => {
+                    bits = bits.max(batch * w.k().div_ceil(64));
+                    p = p.max(batch * w.k());
+                    acc = acc.max(batch * out);
+                }
             }
         }
         *buf = Buffers {
@@ -833,6 +1097,8 @@ impl PackedModel {
             bits_a: vec![0; bits],
             bits_b: vec![0; bits],
             acc: vec![0; acc],
+            stream_a: vec![0.0; stream],
+            stream_b: vec![0.0; stream],
         };
     }
 
@@ -847,6 +1113,8 @@ impl PackedModel {
             bits_a,
             bits_b,
             acc,
+            stream_a,
+            stream_b,
             ..
         } = buf;
         // `cur` holds the current packed activations in `bits_a`, `len` words.
@@ -976,16 +1244,84 @@ impl PackedModel {
                     let acc = &mut acc[..batch * out];
                     xnor_kernels::binary_gemm(src, wts, batch, Output::I32(acc))
                         .map_err(|e| kerr(name, &e))?;
-                    for (lrow, arow) in logits.chunks_exact_mut(*out).zip(acc.chunks_exact(*out)) {
-                        for (((l, &a), &sc), &sh) in lrow.iter_mut().zip(arow).zip(scale).zip(shift)
-                        {
-                            *l = a as f32 * sc + sh;
+                    affine_logits(acc, scale, shift, logits);
+                }
+                Layer::Stem {
+                    w,
+                    in_c,
+                    out_c,
+                    kernel,
+                    stride,
+                    padding,
+                    scale,
+                    shift,
+                } => {
+                    let g = Conv2dGeometry {
+                        batch,
+                        in_h: s.h,
+                        in_w: s.w,
+                        in_c: *in_c,
+                        out_c: *out_c,
+                        kernel_h: *kernel,
+                        kernel_w: *kernel,
+                        stride: *stride,
+                        padding: *padding,
+                    };
+                    let conv = &mut conv_f32[..g.output_len()];
+                    conv2d_forward(&g, x, w, None, conv).map_err(|e| kerr(name, &e))?;
+                    let xs = &mut stream_a[..conv.len()];
+                    for (xr, vr) in xs.chunks_exact_mut(*out_c).zip(conv.chunks_exact(*out_c)) {
+                        for (((x, &v), &a), &b) in xr.iter_mut().zip(vr).zip(scale).zip(shift) {
+                            *x = (v * a + b).clamp(-1.0, 1.0);
                         }
                     }
+                }
+                Layer::Block(b) => {
+                    b.run(
+                        batch,
+                        s,
+                        residual::Scratch {
+                            x: stream_a,
+                            x_next: stream_b,
+                            bits_in: bits_a,
+                            bits_mid: bits_b,
+                            h: conv_f32,
+                            shortcut: pool_f32,
+                        },
+                    )
+                    .map_err(|e| kerr(name, &e))?;
+                    std::mem::swap(stream_a, stream_b);
+                }
+                Layer::PoolClassifier {
+                    w: wts,
+                    out,
+                    scale,
+                    shift,
+                } => {
+                    let c = wts.k();
+                    let pooled = &mut pool_f32[..batch * c];
+                    residual::global_mean(&stream_a[..batch * s.h * s.w * c], c, pooled);
+                    let cw = c.div_ceil(64);
+                    residual::pack_rows(pooled, c, &mut bits_a[..batch * cw])
+                        .map_err(|e| kerr(name, &e))?;
+                    let acc = &mut acc[..batch * out];
+                    xnor_kernels::binary_gemm(&bits_a[..batch * cw], wts, batch, Output::I32(acc))
+                        .map_err(|e| kerr(name, &e))?;
+                    affine_logits(acc, scale, shift, logits);
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// The classifier's logits, `f32(acc) * scale + shift` as the training graph's BatchNorm.
+fn affine_logits(acc: &[i32], scale: &[f32], shift: &[f32], logits: &mut [f32]) {
+    let out = scale.len();
+    for (lrow, arow) in logits.chunks_exact_mut(out).zip(acc.chunks_exact(out)) {
+        for (((l, &a), &sc), &sh) in lrow.iter_mut().zip(arow).zip(scale).zip(shift) {
+            *l = a as f32 * sc + sh;
+        }
     }
 }
 
@@ -995,6 +1331,9 @@ fn kind_name(lm: &LayerMeta) -> &'static str {
         LayerMeta::BinaryConv { .. } => "binary_conv",
         LayerMeta::BinaryDense { .. } => "binary_dense",
         LayerMeta::BinaryDenseAffine { .. } => "binary_dense_affine",
+        LayerMeta::StemConv { .. } => "stem_conv",
+        LayerMeta::ResidualBlock { .. } => "residual_block",
+        LayerMeta::PoolClassifier { .. } => "pool_classifier",
     }
 }
 
