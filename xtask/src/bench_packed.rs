@@ -2,7 +2,7 @@
 //! random-init W1A1 ConvNet or CIFAR ResNet, at batch 1 and 64, without a trained run or a
 //! dataset.
 //!
-//! The model is built at 1/1 with random BatchNorm statistics (gammas of both signs, means and
+//! The model is built at `--bits` (1/1 by default) with random BatchNorm statistics (gammas of both signs, means and
 //! variances scaled to each layer's fan-in, so the folded thresholds sit inside the
 //! accumulator range as in a trained net), exported in memory and loaded. Inputs are random
 //! `u8` pixels normalised with the dataset's mean/std. Each timing is the median over
@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use aqe_candle::{Alphas, ParamStore};
 use candle_core::{Device, ModuleT, Tensor};
 use minw_models::data::DatasetKind;
-use minw_models::export::{ExportInfo, export_model, randomize_batch_norm};
+use minw_models::export::{ExportInfo, export_model, randomize_batch_norm, randomize_weights};
 use minw_models::packed::PackedModel;
 use minw_models::{ModelSpec, QuantPlan};
 
@@ -26,12 +26,17 @@ use minw_models::{ModelSpec, QuantPlan};
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example:\n  \
     cargo xtask bench-packed --model A --input cifar --threads 1 --json bench-A.json\n  \
-    cargo xtask bench-packed --model resnet20 --threads 1")]
+    cargo xtask bench-packed --model resnet20 --threads 1\n  \
+    cargo xtask bench-packed --model A --bits 2/2")]
 pub(crate) struct Args {
     /// ConvNet A, B, C or D, or a CIFAR ResNet (`resnet20`, `resnet32`, ..., `-b` for
     /// projection shortcuts), built at W1A1 with random weights and BatchNorm statistics.
     #[arg(long, default_value = "A")]
     model: String,
+    /// MINW setting `weights/activations`: 1/1 runs the binary (XNOR-popcount) engine; 2/2,
+    /// 3/3 and other 1-3 bit settings of ConvNets run on the exact int8 kernels.
+    #[arg(long, default_value = "1/1")]
+    bits: String,
     /// Input shape and normalisation: cifar (32x32x3, CIFAR-10) or mnist (28x28x1,
     /// Fashion-MNIST).
     #[arg(long, default_value = "cifar")]
@@ -126,12 +131,16 @@ fn bench(args: &Args, threads: usize) -> Result<()> {
     let shape = kind.shape();
     let spec = ModelSpec {
         arch,
-        plan: QuantPlan::new("1/1".parse()?, "aqe".parse()?),
+        plan: QuantPlan::new(args.bits.parse()?, "aqe".parse()?),
         input: shape,
         classes: kind.classes(),
     };
     let store = ParamStore::new(args.seed, &Device::Cpu);
     let model = spec.build(&Alphas::default(), &store)?;
+    if spec.plan.setting != minw_models::MinwSetting::W1A1 {
+        // Spread latent weights over [-1, 1] so every level of the 2-3 bit quantizers occurs.
+        randomize_weights(&store, args.seed.wrapping_add(5))?;
+    }
     randomize_batch_norm(&store, args.seed.wrapping_add(7))?;
     let info = ExportInfo::for_dataset(kind);
     let bytes = export_model(&spec, &model, &info)?;
@@ -145,8 +154,9 @@ fn bench(args: &Args, threads: usize) -> Result<()> {
 
     let arch_name = packed.meta().architecture.clone();
     println!(
-        "bench-packed: {arch_name} W1A1 (random init), {}x{}x{} input, ISA {isa}, {threads} \
+        "bench-packed: {arch_name} {} (random init), {}x{}x{} input, ISA {isa}, {threads} \
          thread(s), packed file {} bytes, median of {} x >= {} ms",
+        spec.plan.setting,
         shape.height,
         shape.width,
         shape.channels,
@@ -187,7 +197,7 @@ fn bench(args: &Args, threads: usize) -> Result<()> {
         );
         rows.push(serde_json::json!({
             "model": arch_name,
-            "bits": "1/1",
+            "bits": spec.plan.setting.to_string(),
             "input": [shape.height, shape.width, shape.channels],
             "batch": batch,
             "threads": threads,

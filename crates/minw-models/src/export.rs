@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use aqe_candle::norm::Activation;
 use aqe_candle::{Alphas, BatchNorm, ParamStore, QuantConfig};
 use aqe_core::Quantizer;
-use bitpack::{BitTensor, Layout};
+use bitpack::{BitTensor, Int8Tensor, Layout, LevelSet, PackedTensor};
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
@@ -318,15 +318,7 @@ fn export_bytes(
     model: &Model,
     info: &ExportInfo,
 ) -> Result<(Vec<u8>, LayerRows)> {
-    if spec.plan.setting != MinwSetting::W1A1 {
-        return Err(refuse(
-            format!("model `{}`", arch_name(&spec.arch)),
-            format!(
-                "bits {} not supported yet by the packed export (only 1/1)",
-                spec.plan.setting
-            ),
-        ));
-    }
+    let binary = spec.plan.setting == MinwSetting::W1A1;
     let input = spec.input;
     if info.mean.len() != input.channels || info.std.len() != input.channels {
         return Err(refuse(
@@ -336,12 +328,23 @@ fn export_bytes(
     }
     let mut out = Exported::default();
     let features = match model {
-        Model::ConvNet(net) => convnet_layers(net, input, &mut out)?,
-        Model::ResNet(net) => resnet_layers(net, input, &mut out)?,
+        Model::ConvNet(net) if binary => convnet_layers(net, input, &mut out)?,
+        Model::ConvNet(net) => convnet_int8_layers(net, input, &mut out)?,
+        Model::ResNet(net) if binary => resnet_layers(net, input, &mut out)?,
+        Model::ResNet(_) => {
+            return Err(refuse(
+                format!("model `{}`", arch_name(&spec.arch)),
+                format!(
+                    "bits {} not supported by the packed export for ResNets (1/1 only; \
+                     ConvNets A-D also export 2-3 bit settings)",
+                    spec.plan.setting
+                ),
+            ));
+        }
         _ => {
             return Err(refuse(
                 format!("model `{}`", arch_name(&spec.arch)),
-                "not supported by the packed export (ConvNet A-D and CIFAR ResNets at W1A1)",
+                "not supported by the packed export (ConvNet A-D and CIFAR ResNets)",
             ));
         }
     };
@@ -364,7 +367,7 @@ fn export_bytes(
         class_names: info.class_names.clone(),
         layers: out.layers,
     };
-    let bytes = crate::packed::to_bytes(&meta, &out.tensors)?;
+    let bytes = crate::packed::to_bytes_mixed(&meta, &out.tensors)?;
     Ok((bytes, out.rows))
 }
 
@@ -372,8 +375,218 @@ fn export_bytes(
 #[derive(Default)]
 struct Exported {
     layers: Vec<LayerMeta>,
-    tensors: BTreeMap<String, BitTensor<'static>>,
+    tensors: BTreeMap<String, PackedTensor<'static>>,
     rows: LayerRows,
+}
+
+/// The integer levels of a layer's quantized weights as a bitpack int8 tensor: the quantizer
+/// is resolved over the weights exactly as the training layer does (TWN reads them).
+fn int8_weight(
+    name: &str,
+    weight: &Tensor,
+    q: &QuantConfig,
+    layout: Layout,
+) -> Result<Int8Tensor<'static>> {
+    let spec = q.kernel_quantizer.ok_or_else(|| {
+        refuse(
+            format!("layer `{name}`"),
+            "has float weights; the int8 path needs quantized weights",
+        )
+    })?;
+    let levels = match spec.quantizer {
+        Quantizer::Sign | Quantizer::Ternary(_) => LevelSet::Ternary,
+        Quantizer::Pow2(_) => LevelSet::Pow2,
+        Quantizer::Uniform { .. } => {
+            return Err(refuse(
+                format!("layer `{name}`"),
+                "uniform weight levels are not exact powers of two; not supported",
+            ));
+        }
+    };
+    let wv = vec1(name, weight)?;
+    let h = spec.quantizer.resolve(&wv);
+    let ints: Vec<i8> = wv
+        .iter()
+        .map(|&x| {
+            h.int_level(h.code(x))
+                .and_then(|i| i8::try_from(i).ok())
+                .unwrap_or(0)
+        })
+        .collect();
+    let t = Int8Tensor::from_levels(levels, layout, weight.dims(), &ints)
+        .map_err(|e| refuse(format!("layer `{name}`"), e.to_string()))?;
+    // The stored levels times their scale are the training layer's quantized weights.
+    let back = t.to_f32();
+    if wv.iter().zip(&back).any(|(&x, &b)| h.apply(x) != b) {
+        return Err(refuse(
+            format!("layer `{name}`"),
+            "quantized weights are not exactly the stored levels times their scale",
+        ));
+    }
+    Ok(t)
+}
+
+/// The name of the input quantizer of the layer that reads this one's output.
+fn activation_of(name: &str, next: Option<&QuantConfig>) -> Result<String> {
+    let spec = next.and_then(|q| q.input_quantizer).ok_or_else(|| {
+        refuse(
+            format!("layer `{name}`"),
+            "the next layer reads a float input; the int8 path needs quantized activations",
+        )
+    })?;
+    if spec.quantizer.is_data_dependent() || matches!(spec.quantizer, Quantizer::Uniform { .. }) {
+        return Err(refuse(
+            format!("layer after `{name}`"),
+            format!(
+                "activation quantizer `{}` is not supported (sign, ternary with a fixed delta, pow2)",
+                spec.quantizer
+            ),
+        ));
+    }
+    Ok(spec.quantizer.to_string())
+}
+
+/// The layers of a 2-3 bit ConvNet A-D on the int8 path. Returns the number of classes.
+fn convnet_int8_layers(
+    net: &crate::ConvNet,
+    input: crate::InputShape,
+    out: &mut Exported,
+) -> Result<usize> {
+    let convs = net.conv_blocks();
+    let fcs = net.fc_blocks();
+    // Each layer's quantization, in order; the output quantizer of layer i is the input
+    // quantizer of layer i + 1.
+    let quants: Vec<&QuantConfig> = convs
+        .iter()
+        .map(|b| &b.conv.config().quant)
+        .chain(fcs.iter().map(|b| &b.fc.config().quant))
+        .collect();
+    let (mut h, mut w) = (input.height, input.width);
+    let mut c_in = input.channels;
+    for (i, b) in convs.iter().enumerate() {
+        let name = b.conv.name().to_string();
+        let cfg = b.conv.config();
+        if (i == 0) != cfg.quant.input_quantizer.is_none() {
+            return Err(refuse(
+                format!("layer `{name}`"),
+                "the first layer reads the float image and every other layer quantized activations",
+            ));
+        }
+        if b.conv.bias().is_some() {
+            return Err(refuse(
+                format!("layer `{name}`"),
+                "has a bias (not supported)",
+            ));
+        }
+        let dims = b.conv.weight().dims().to_vec();
+        let [out_c, kh, kw, in_c] = dims[..] else {
+            return Err(refuse(
+                format!("layer `{name}`"),
+                format!("weight shape {dims:?} is not OHWI"),
+            ));
+        };
+        if kh != kw || in_c != c_in {
+            return Err(refuse(
+                format!("layer `{name}`"),
+                format!("weight shape {dims:?} unsupported"),
+            ));
+        }
+        let t = int8_weight(&name, b.conv.weight(), &cfg.quant, Layout::Ohwi)?;
+        out.tensors.insert(format!("{name}.weight"), t.into());
+        let (scale, shift) = bn_affine(&name, &b.bn, Activation::HardTanh)?;
+        let activation = activation_of(&name, quants.get(i + 1).copied())?;
+        let (scale_bits, shift_bits) = (to_bits(&scale), to_bits(&shift));
+        let (stride, padding, pool) = (cfg.stride, cfg.padding, b.pool);
+        out.layers.push(if i == 0 {
+            LayerMeta::Int8FloatConv {
+                name: name.clone(),
+                in_channels: in_c,
+                out_channels: out_c,
+                kernel: kh,
+                stride,
+                padding,
+                pool,
+                scale_bits,
+                shift_bits,
+                activation,
+            }
+        } else {
+            LayerMeta::Int8Conv {
+                name: name.clone(),
+                in_channels: in_c,
+                out_channels: out_c,
+                kernel: kh,
+                stride,
+                padding,
+                pool,
+                scale_bits,
+                shift_bits,
+                activation,
+            }
+        });
+        let kind = if i == 0 {
+            "int8_float_conv"
+        } else {
+            "int8_conv"
+        };
+        out.rows.push((name, kind.into(), 0));
+        let ho = (h + 2 * padding - kh) / stride + 1;
+        let wo = (w + 2 * padding - kw) / stride + 1;
+        (h, w) = if pool { (ho / 2, wo / 2) } else { (ho, wo) };
+        c_in = out_c;
+    }
+    let mut features = h * w * c_in;
+    for (j, b) in fcs.iter().enumerate() {
+        let name = b.fc.name().to_string();
+        let i = convs.len() + j;
+        if b.fc.bias().is_some() {
+            return Err(refuse(
+                format!("layer `{name}`"),
+                "has a bias (not supported)",
+            ));
+        }
+        if b.fc.config().quant.input_quantizer.is_none() {
+            return Err(refuse(
+                format!("layer `{name}`"),
+                "reads float activations; the int8 path needs quantized ones",
+            ));
+        }
+        let dims = b.fc.weight().dims().to_vec();
+        if dims.len() != 2 || dims[1] != features {
+            return Err(refuse(
+                format!("layer `{name}`"),
+                format!("weight shape {dims:?}, expected [_, {features}]"),
+            ));
+        }
+        let t = int8_weight(&name, b.fc.weight(), &b.fc.config().quant, Layout::RowMajor)?;
+        out.tensors.insert(format!("{name}.weight"), t.into());
+        let last = j + 1 == fcs.len();
+        if last {
+            let (scale, shift) = bn_affine(&name, &b.bn, Activation::Identity)?;
+            out.layers.push(LayerMeta::Int8DenseAffine {
+                name: name.clone(),
+                in_features: features,
+                out_features: dims[0],
+                scale_bits: to_bits(&scale),
+                shift_bits: to_bits(&shift),
+            });
+            out.rows.push((name, "int8_dense_affine".into(), 0));
+        } else {
+            let (scale, shift) = bn_affine(&name, &b.bn, Activation::HardTanh)?;
+            let activation = activation_of(&name, quants.get(i + 1).copied())?;
+            out.layers.push(LayerMeta::Int8Dense {
+                name: name.clone(),
+                in_features: features,
+                out_features: dims[0],
+                scale_bits: to_bits(&scale),
+                shift_bits: to_bits(&shift),
+                activation,
+            });
+            out.rows.push((name, "int8_dense".into(), 0));
+        }
+        features = dims[0];
+    }
+    Ok(features)
 }
 
 fn to_bits(v: &[f32]) -> Vec<u32> {
@@ -415,7 +628,7 @@ fn conv_weight(
     let wv = vec1(name, conv.weight())?;
     let bits = BitTensor::from_f32(Layout::Ohwi, &dims, &wv)
         .map_err(|e| refuse(format!("layer `{name}`"), e.to_string()))?;
-    out.tensors.insert(key, bits);
+    out.tensors.insert(key, bits.into());
     Ok((out_c, kh))
 }
 
@@ -443,7 +656,7 @@ fn linear_weight(
     let wv = vec1(name, fc.weight())?;
     let bits = BitTensor::from_f32(Layout::RowMajor, &dims, &wv)
         .map_err(|e| refuse(format!("layer `{name}`"), e.to_string()))?;
-    out.tensors.insert(format!("{name}.weight"), bits);
+    out.tensors.insert(format!("{name}.weight"), bits.into());
     Ok(dims[0])
 }
 
@@ -613,7 +826,7 @@ fn convnet_layers(
         let wv = vec1(&name, b.conv.weight())?;
         let bits = BitTensor::from_f32(Layout::Ohwi, &dims, &wv)
             .map_err(|e| refuse(format!("layer `{name}`"), e.to_string()))?;
-        tensors.insert(format!("{name}.weight"), bits);
+        tensors.insert(format!("{name}.weight"), bits.into());
         let (scale, shift) = bn_affine(&name, &b.bn, Activation::HardTanh)?;
         let to_bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
         if i == 0 {
@@ -672,7 +885,7 @@ fn convnet_layers(
         let wv = vec1(&name, b.fc.weight())?;
         let bits = BitTensor::from_f32(Layout::RowMajor, &dims, &wv)
             .map_err(|e| refuse(format!("layer `{name}`"), e.to_string()))?;
-        tensors.insert(format!("{name}.weight"), bits);
+        tensors.insert(format!("{name}.weight"), bits.into());
         if last {
             let (scale, shift) = bn_affine(&name, &b.bn, Activation::Identity)?;
             layers.push(LayerMeta::BinaryDenseAffine {
@@ -698,6 +911,34 @@ fn convnet_layers(
         features = out;
     }
     Ok(features)
+}
+
+/// Sets every conv and linear weight of a freshly built model to values uniform in `[-1, 1)`,
+/// the range the weight constraint keeps trained latent weights in, so that 2-3 bit
+/// quantizers see all their levels (a fresh initialisation is too small for ternary's
+/// `delta = 0.5`). Deterministic in `seed`.
+///
+/// # Errors
+/// Candle errors setting a tensor.
+pub fn randomize_weights(store: &aqe_candle::ParamStore, seed: u64) -> Result<()> {
+    let mut state = seed | 1;
+    for (name, p) in store.params() {
+        if !name.ends_with(".weight") || name.contains(".bn.") || p.var.rank() < 2 {
+            continue;
+        }
+        let v: Vec<f32> = (0..p.var.elem_count())
+            .map(|_| {
+                state ^= state >> 12;
+                state ^= state << 25;
+                state ^= state >> 27;
+                let r = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
+                -1.0 + 2.0 * ((r >> 40) as f32 / (1u64 << 24) as f32)
+            })
+            .collect();
+        let t = Tensor::from_vec(v, p.var.dims(), &Device::Cpu)?;
+        p.var.set(&t)?;
+    }
+    Ok(())
 }
 
 /// Sets every BatchNorm of a freshly built model to random parameters that behave like a

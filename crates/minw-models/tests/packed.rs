@@ -116,9 +116,21 @@ fn build_random(shape: InputShape, seed: u64) -> (ModelSpec, Model, Vec<u8>) {
 }
 
 fn build_random_arch(arch: &str, shape: InputShape, seed: u64) -> (ModelSpec, Model, Vec<u8>) {
-    let spec = spec(arch, "1/1", shape);
+    build_random_bits(arch, "1/1", shape, seed)
+}
+
+fn build_random_bits(
+    arch: &str,
+    bits: &str,
+    shape: InputShape,
+    seed: u64,
+) -> (ModelSpec, Model, Vec<u8>) {
+    let spec = spec(arch, bits, shape);
     let store = ParamStore::new(seed, &Device::Cpu);
     let model = spec.build(&Alphas::default(), &store).unwrap();
+    if bits != "1/1" {
+        minw_models::export::randomize_weights(&store, seed + 5).unwrap();
+    }
     randomise_bn(&store, seed + 7);
     let mut info = ExportInfo::for_dataset(minw_models::data::DatasetKind::FashionMnist);
     if shape.channels == 3 {
@@ -297,6 +309,40 @@ fn packed_resnets_match_the_training_graph_bit_for_bit() {
 }
 
 #[test]
+fn packed_int8_convnets_match_the_training_graph_bit_for_bit() {
+    use minw_models::packed::LayerMeta;
+    // 2/2 (ternary), 3/3 (pow2) and the mixed 1/2 (sign weights, ternary activations).
+    for (arch, bits, shape, seed) in [
+        ("D", "2/2", InputShape::MNIST, 11u64),
+        ("D", "3/3", InputShape::CIFAR, 12),
+        ("C", "1/2", InputShape::MNIST, 13),
+    ] {
+        let (_, model, bytes) = build_random_bits(arch, bits, shape, seed);
+        let packed = PackedModel::load_bytes(&bytes, "test").unwrap();
+        let meta = packed.meta();
+        assert_eq!(meta.bits, bits);
+        assert!(matches!(meta.layers[0], LayerMeta::Int8FloatConv { .. }));
+        assert!(matches!(meta.layers[1], LayerMeta::Int8Conv { .. }));
+        assert!(matches!(
+            meta.layers.last(),
+            Some(LayerMeta::Int8DenseAffine { .. })
+        ));
+        let n = 96;
+        let images = random_images(n, shape, seed * 31);
+        let want = float_logits(&model, &images, shape);
+        for batch in [1, 5, n] {
+            let got = packed.logits(&images, batch).unwrap();
+            assert_bitwise_equal(&got, &want, &format!("{arch} {bits} batch {batch}"));
+        }
+        assert_eq!(packed.predict(&images, 32).unwrap(), argmax_rows(&want, 10));
+        assert!(
+            want.chunks(10).any(|r| r != &want[..10]),
+            "{arch} {bits}: degenerate logits"
+        );
+    }
+}
+
+#[test]
 fn resnet_files_with_inconsistent_layers_are_rejected() {
     use minw_models::packed::{LayerMeta, ShortcutMeta};
     let (_, _, bytes) = build_random_arch("resnet8-b", InputShape::CIFAR, 9);
@@ -420,8 +466,10 @@ fn export_refuses_what_it_cannot_represent() {
     s.plan.policy.last_layer = LayerPrecision::Float;
     let e = try_export(&s);
     assert!(e.contains("layer `fc`") && e.contains("only sign"), "{e}");
-    let e = try_export(&spec("D", "2/2", InputShape::CIFAR));
-    assert!(e.contains("2/2"), "{e}");
+    let e = try_export(&spec("resnet20", "2/2", InputShape::CIFAR));
+    assert!(e.contains("2/2") && e.contains("ResNets"), "{e}");
+    let e = try_export(&spec("D", "2/32", InputShape::CIFAR));
+    assert!(e.contains("conv1") && e.contains("float"), "{e}");
     let mut s = spec("D", "1/1", InputShape::CIFAR);
     s.plan.policy.last_layer = LayerPrecision::Float;
     let e = try_export(&s);

@@ -27,14 +27,16 @@ use std::sync::Mutex;
 
 use aqe_candle::conv::{Conv2dGeometry, conv2d_forward};
 use bitpack::file::PackedTensor;
-use bitpack::{BitTensor, Layout};
+use bitpack::{BitTensor, Int8Tensor, Layout};
 use serde::{Deserialize, Serialize};
 use xnor_kernels::{
-    BinaryConv2d, BinaryWeights, Conv2dConfig, Direction, Output, PadMode, Thresholds,
+    BinaryConv2d, BinaryWeights, Conv2dConfig, Direction, Int8Conv2d, Int8Weights, Output, PadMode,
+    Thresholds,
 };
 
 use crate::error::{Error, Result};
 
+mod int8;
 mod residual;
 
 /// The packed model format version this build writes and reads.
@@ -200,6 +202,85 @@ pub enum LayerMeta {
         /// Per-class shift, `f32` bit patterns.
         shift_bits: Vec<u32>,
     },
+    /// The first layer of a 2-3 bit model: `f32` conv of the float image with the weight
+    /// levels times their scale, optional 2x2/2 max-pool, `clamp(v * scale + shift, -1, 1)`
+    /// (BatchNorm + HardTanh), then the next layer's input quantizer `activation` gives its
+    /// int8 levels.
+    Int8FloatConv {
+        /// Layer name (weight tensor `<name>.weight`, OHWI int8 levels).
+        name: String,
+        /// Input channels.
+        in_channels: usize,
+        /// Output channels.
+        out_channels: usize,
+        /// Square kernel size.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+        /// Zero padding.
+        padding: usize,
+        /// Whether a 2x2/2 max-pool follows the conv (before the BatchNorm).
+        pool: bool,
+        /// BatchNorm scale per channel, `f32` bit patterns.
+        scale_bits: Vec<u32>,
+        /// BatchNorm shift per channel, `f32` bit patterns.
+        shift_bits: Vec<u32>,
+        /// The next layer's input quantizer (`sign`, `ternary[:delta]`, `pow2[:e1,e2,e3]`).
+        activation: String,
+    },
+    /// An int8 conv on the previous layer's levels: exact `i32` accumulator, optional 2x2/2
+    /// max-pool, `v = f32(acc) * s` (`s` = input level scale x weight level scale, a power of
+    /// two), `clamp(v * scale + shift, -1, 1)`, then `activation`'s int8 levels.
+    Int8Conv {
+        /// Layer name (weight tensor `<name>.weight`, OHWI int8 levels).
+        name: String,
+        /// Input channels.
+        in_channels: usize,
+        /// Output channels.
+        out_channels: usize,
+        /// Square kernel size.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+        /// Zero padding.
+        padding: usize,
+        /// Whether a 2x2/2 max-pool follows (on the accumulators).
+        pool: bool,
+        /// BatchNorm scale per channel, `f32` bit patterns.
+        scale_bits: Vec<u32>,
+        /// BatchNorm shift per channel, `f32` bit patterns.
+        shift_bits: Vec<u32>,
+        /// The next layer's input quantizer.
+        activation: String,
+    },
+    /// An int8 fully connected layer (hidden), as [`LayerMeta::Int8Conv`] without pooling.
+    Int8Dense {
+        /// Layer name (weight tensor `<name>.weight`, row-major int8 levels `[out, in]`).
+        name: String,
+        /// Input features (NHWC flatten of the previous activations).
+        in_features: usize,
+        /// Output features.
+        out_features: usize,
+        /// BatchNorm scale, `f32` bit patterns.
+        scale_bits: Vec<u32>,
+        /// BatchNorm shift, `f32` bit patterns.
+        shift_bits: Vec<u32>,
+        /// The next layer's input quantizer.
+        activation: String,
+    },
+    /// The int8 classifier: logits `(f32(acc) * s) * scale + shift`.
+    Int8DenseAffine {
+        /// Layer name (weight tensor `<name>.weight`, row-major int8 levels).
+        name: String,
+        /// Input features.
+        in_features: usize,
+        /// Output features (classes).
+        out_features: usize,
+        /// Per-class scale, `f32` bit patterns.
+        scale_bits: Vec<u32>,
+        /// Per-class shift, `f32` bit patterns.
+        shift_bits: Vec<u32>,
+    },
 }
 
 /// The shortcut of a [`LayerMeta::ResidualBlock`].
@@ -236,7 +317,11 @@ impl LayerMeta {
             | LayerMeta::BinaryDenseAffine { name, .. }
             | LayerMeta::StemConv { name, .. }
             | LayerMeta::ResidualBlock { name, .. }
-            | LayerMeta::PoolClassifier { name, .. } => name,
+            | LayerMeta::PoolClassifier { name, .. }
+            | LayerMeta::Int8FloatConv { name, .. }
+            | LayerMeta::Int8Conv { name, .. }
+            | LayerMeta::Int8Dense { name, .. }
+            | LayerMeta::Int8DenseAffine { name, .. } => name,
         }
     }
 
@@ -376,7 +461,7 @@ pub fn fold_threshold(scale: f32, shift: f32, max_abs: usize) -> Option<(i32, Di
 /// Any single changed byte changes the hash (each step is a bijection of the state).
 fn checksum<'a, 'b: 'a>(
     model_json: &str,
-    tensors: impl Iterator<Item = (&'a str, &'a BitTensor<'b>)>,
+    tensors: impl Iterator<Item = (&'a str, &'a PackedTensor<'b>)>,
 ) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut feed = |bytes: &[u8]| {
@@ -389,12 +474,28 @@ fn checksum<'a, 'b: 'a>(
     for (name, t) in tensors {
         feed(&(name.len() as u64).to_le_bytes());
         feed(name.as_bytes());
-        feed(&(t.dims().len() as u64).to_le_bytes());
-        for &d in t.dims() {
+        let dims = match t {
+            PackedTensor::Bits(b) => b.dims(),
+            PackedTensor::Int8(q) => q.dims(),
+        };
+        feed(&(dims.len() as u64).to_le_bytes());
+        for &d in dims {
             feed(&(d as u64).to_le_bytes());
         }
-        for &w in t.words() {
-            feed(&w.to_le_bytes());
+        match t {
+            PackedTensor::Bits(b) => {
+                for &w in b.words() {
+                    feed(&w.to_le_bytes());
+                }
+            }
+            PackedTensor::Int8(q) => {
+                // Level set and layout are in bitpack's own metadata, checked by its loader;
+                // hashed here too so that an edited level set is caught.
+                feed(q.level_set().to_string().as_bytes());
+                for &b in q.data() {
+                    feed(&b.to_le_bytes());
+                }
+            }
         }
     }
     format!("{h:016x}")
@@ -407,22 +508,38 @@ fn checksum<'a, 'b: 'a>(
 /// # Errors
 /// [`Error::Config`] when bitpack refuses a tensor (e.g. a zero dim).
 pub fn to_bytes(meta: &ModelMeta, tensors: &BTreeMap<String, BitTensor<'_>>) -> Result<Vec<u8>> {
+    let packed: BTreeMap<String, PackedTensor<'_>> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), PackedTensor::from(t.clone())))
+        .collect();
+    to_bytes_mixed(meta, &packed)
+}
+
+/// [`to_bytes`] for files with int8-level tensors (2-3 bit layers) as well as sign planes.
+///
+/// # Errors
+/// As [`to_bytes`].
+pub fn to_bytes_mixed(
+    meta: &ModelMeta,
+    tensors: &BTreeMap<String, PackedTensor<'_>>,
+) -> Result<Vec<u8>> {
     let refuse = |reason: String| Error::Config {
         what: "packed model file".into(),
         reason,
     };
     let json = serde_json::to_string(meta).map_err(|e| refuse(e.to_string()))?;
     let sum = checksum(&json, tensors.iter().map(|(n, t)| (n.as_str(), t)));
-    let packed: Vec<(&str, PackedTensor<'_>)> = tensors
-        .iter()
-        .map(|(n, t)| (n.as_str(), PackedTensor::from(t.clone())))
-        .collect();
-    let refs: Vec<(&str, &PackedTensor<'_>)> = packed.iter().map(|(n, t)| (*n, t)).collect();
+    let refs: Vec<(&str, &PackedTensor<'_>)> =
+        tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let md = BTreeMap::from([
         (MODEL_KEY.to_string(), json),
         (CHECKSUM_KEY.to_string(), sum),
     ]);
-    bitpack::file::to_bytes(&refs, &md, Default::default()).map_err(|e| refuse(e.to_string()))
+    // 2-3 bit weights are stored as dense codes (2 or 3 bits each), decoded at load.
+    let options = bitpack::file::SaveOptions {
+        multibit: bitpack::file::MultiBitStorage::DenseCodes,
+    };
+    bitpack::file::to_bytes(&refs, &md, options).map_err(|e| refuse(e.to_string()))
 }
 
 fn bad(origin: &str, reason: impl Into<String>) -> Error {
@@ -481,6 +598,38 @@ enum Layer {
         shift: Vec<f32>,
     },
     Block(Box<residual::Block>),
+    Int8First {
+        /// OHWI weight levels times their scale.
+        w: Vec<f32>,
+        in_c: usize,
+        out_c: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        pool: bool,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+        act: int8::Act,
+    },
+    Int8Conv {
+        conv: Box<Int8Conv2d>,
+        out_c: usize,
+        pool: bool,
+        /// `f32(acc) * s` is the training graph's conv output.
+        s: f32,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+        act: int8::Act,
+    },
+    /// A hidden int8 FC (`act` given) or the classifier (`act` none).
+    Int8Dense {
+        w: Int8Weights,
+        out: usize,
+        s: f32,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+        act: Option<int8::Act>,
+    },
     PoolClassifier {
         w: BinaryWeights,
         out: usize,
@@ -515,6 +664,11 @@ struct Buffers {
     /// The `f32` residual stream of ResNets, current and next.
     stream_a: Vec<f32>,
     stream_b: Vec<f32>,
+    /// Int8 levels of 2-3 bit models, current and next.
+    i8_a: Vec<i8>,
+    i8_b: Vec<i8>,
+    /// Pooled accumulators.
+    acc_b: Vec<i32>,
 }
 
 /// A loaded, validated packed model.
@@ -558,13 +712,11 @@ impl PackedModel {
         {
             return Err(bad(origin, format!("unknown metadata key `{k}`")));
         }
-        let mut tensors = Vec::new();
-        for (name, t) in file.tensors() {
-            let t = t
-                .as_bits()
-                .ok_or_else(|| bad(origin, format!("tensor `{name}` is not a 1-bit sign plane")))?;
-            tensors.push((name.as_str(), t));
-        }
+        let tensors: Vec<(&str, &PackedTensor<'_>)> = file
+            .tensors()
+            .iter()
+            .map(|(n, t)| (n.as_str(), t))
+            .collect();
         let got = checksum(json, tensors.iter().copied());
         if &got != sum {
             return Err(bad(
@@ -578,8 +730,8 @@ impl PackedModel {
                 format!("`{MODEL_KEY}` is not a valid model description: {e}"),
             )
         })?;
-        let get = |name: &str| -> Result<&BitTensor<'_>> {
-            file.bits(name)
+        let get = |name: &str| -> Result<&PackedTensor<'_>> {
+            file.get(name)
                 .map_err(|e| bad(origin, format!("tensor `{name}`: {e}")))
         };
         Self::build(meta, &get, tensors.len(), origin)
@@ -587,10 +739,26 @@ impl PackedModel {
 
     fn build<'f>(
         meta: ModelMeta,
-        get: &dyn Fn(&str) -> Result<&'f BitTensor<'f>>,
+        get_any: &dyn Fn(&str) -> Result<&'f PackedTensor<'f>>,
         n_tensors: usize,
         origin: &str,
     ) -> Result<Self> {
+        let get = |name: &str| -> Result<&'f BitTensor<'f>> {
+            get_any(name)?.as_bits().ok_or_else(|| {
+                bad(
+                    origin,
+                    format!("tensor `{name}` is not a 1-bit sign plane (int8 levels)"),
+                )
+            })
+        };
+        let get8 = |name: &str| -> Result<&'f Int8Tensor<'f>> {
+            get_any(name)?.as_int8().ok_or_else(|| {
+                bad(
+                    origin,
+                    format!("tensor `{name}` holds 1-bit signs, the layer needs int8 levels"),
+                )
+            })
+        };
         if meta.format_version != FORMAT_VERSION {
             return Err(bad(
                 origin,
@@ -600,10 +768,10 @@ impl PackedModel {
                 ),
             ));
         }
-        if meta.bits != "1/1" {
+        if meta.bits.parse::<crate::MinwSetting>().is_err() {
             return Err(bad(
                 origin,
-                format!("unsupported bits `{}` (only 1/1)", meta.bits),
+                format!("`bits` is `{}`, not a MINW setting like 1/1", meta.bits),
             ));
         }
         let [h0, w0, c0] = meta.input_shape;
@@ -636,13 +804,30 @@ impl PackedModel {
         let mut flat = false;
         // `stream`: the layer input is the `f32` residual stream (after a ResNet stem).
         let mut stream = false;
+        // `int8`: the layer input is int8 levels worth this much each (2-3 bit models).
+        let mut int8: Option<f32> = None;
         let mut layers = Vec::new();
         let mut steps = Vec::new();
         let nl = meta.layers.len();
         for (i, lm) in meta.layers.iter().enumerate() {
             let name = lm.name();
             let lerr = |reason: String| bad(origin, format!("layer `{name}`: {reason}"));
-            let weight = get(&lm.tensor_names()[0])?;
+            let wname = lm.tensor_names()[0].clone();
+            let is_int8 = matches!(
+                lm,
+                LayerMeta::Int8FloatConv { .. }
+                    | LayerMeta::Int8Conv { .. }
+                    | LayerMeta::Int8Dense { .. }
+                    | LayerMeta::Int8DenseAffine { .. }
+            );
+            let (wlayout, wdims) = if is_int8 {
+                let t = get8(&wname)?;
+                (t.layout(), t.dims().to_vec())
+            } else {
+                let t = get(&wname)?;
+                (t.layout(), t.dims().to_vec())
+            };
+            let weight = || get(&wname);
             let conv_geom = |in_c: usize,
                              out_c: usize,
                              kernel: usize,
@@ -666,12 +851,11 @@ impl PackedModel {
                         "invalid conv geometry out {out_c}, kernel {kernel}, stride {stride}, padding {padding}"
                     )));
                 }
-                if weight.layout() != Layout::Ohwi || weight.dims() != [out_c, kernel, kernel, in_c]
-                {
+                if wlayout != Layout::Ohwi || wdims != [out_c, kernel, kernel, in_c] {
                     return Err(lerr(format!(
                         "weight has layout {} dims {:?}, expected ohwi {:?}",
-                        weight.layout().name(),
-                        weight.dims(),
+                        wlayout.name(),
+                        wdims,
                         [out_c, kernel, kernel, in_c]
                     )));
                 }
@@ -714,12 +898,21 @@ impl PackedModel {
                 Ok(())
             };
             let position_ok = match lm {
-                LayerMeta::FloatConv { .. } | LayerMeta::StemConv { .. } => i == 0,
-                LayerMeta::BinaryDenseAffine { .. } | LayerMeta::PoolClassifier { .. } => {
-                    i + 1 == nl
-                }
+                LayerMeta::FloatConv { .. }
+                | LayerMeta::StemConv { .. }
+                | LayerMeta::Int8FloatConv { .. } => i == 0,
+                LayerMeta::BinaryDenseAffine { .. }
+                | LayerMeta::PoolClassifier { .. }
+                | LayerMeta::Int8DenseAffine { .. } => i + 1 == nl,
                 _ => i > 0 && i + 1 < nl,
             };
+            if i > 0 && is_int8 != int8.is_some() {
+                return Err(lerr(format!(
+                    "a {} layer cannot follow a {} layer",
+                    kind_name(lm),
+                    kind_name(&meta.layers[i - 1])
+                )));
+            }
             let wants_stream = matches!(
                 lm,
                 LayerMeta::ResidualBlock { .. } | LayerMeta::PoolClassifier { .. }
@@ -762,7 +955,7 @@ impl PackedModel {
                     let (scale, shift) = (f32s(scale_bits), f32s(shift_bits));
                     finite("scale", &scale)?;
                     finite("shift", &shift)?;
-                    let wv = weight.to_f32();
+                    let wv = weight()?.to_f32();
                     layers.push(Layer::FloatConv {
                         w: wv,
                         in_c: c,
@@ -801,9 +994,15 @@ impl PackedModel {
                         padding: *padding,
                         pad_mode: PadMode::Zero,
                     };
-                    let conv =
-                        BinaryConv2d::new(weight.words(), *out_channels, c, *kernel, *kernel, cfg)
-                            .map_err(|e| lerr(e.to_string()))?;
+                    let conv = BinaryConv2d::new(
+                        weight()?.words(),
+                        *out_channels,
+                        c,
+                        *kernel,
+                        *kernel,
+                        cfg,
+                    )
+                    .map_err(|e| lerr(e.to_string()))?;
                     let thresholds = thresholds(t, directions, *out_channels)?;
                     let and_mask = thresholds.pool_and_mask();
                     layers.push(Layer::BinaryConv {
@@ -824,7 +1023,7 @@ impl PackedModel {
                     ..
                 } => {
                     let k = dense_in(*in_features, h, w, c, &lerr)?;
-                    let wts = dense_weights(weight, *out_features, k, &lerr)?;
+                    let wts = dense_weights(weight()?, *out_features, k, &lerr)?;
                     let thresholds = thresholds(t, directions, *out_features)?;
                     layers.push(Layer::Dense {
                         w: wts,
@@ -849,7 +1048,7 @@ impl PackedModel {
                     ..
                 } => {
                     let k = dense_in(*in_features, h, w, c, &lerr)?;
-                    let wts = dense_weights(weight, *out_features, k, &lerr)?;
+                    let wts = dense_weights(weight()?, *out_features, k, &lerr)?;
                     check_vec("scale", scale_bits.len(), *out_features)?;
                     check_vec("shift", shift_bits.len(), *out_features)?;
                     let (scale, shift) = (f32s(scale_bits), f32s(shift_bits));
@@ -870,6 +1069,141 @@ impl PackedModel {
                         wp: 1,
                     });
                     (h, w, c, flat) = (1, 1, *out_features, true);
+                }
+                LayerMeta::Int8FloatConv {
+                    in_channels,
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                    pool,
+                    scale_bits,
+                    shift_bits,
+                    activation,
+                    ..
+                }
+                | LayerMeta::Int8Conv {
+                    in_channels,
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                    pool,
+                    scale_bits,
+                    shift_bits,
+                    activation,
+                    ..
+                } => {
+                    let st = conv_geom(
+                        *in_channels,
+                        *out_channels,
+                        *kernel,
+                        *stride,
+                        *padding,
+                        *pool,
+                    )?;
+                    check_vec("scale", scale_bits.len(), *out_channels)?;
+                    check_vec("shift", shift_bits.len(), *out_channels)?;
+                    let (scale, shift) = (f32s(scale_bits), f32s(shift_bits));
+                    finite("scale", &scale)?;
+                    finite("shift", &shift)?;
+                    let t = get8(&wname)?;
+                    let sw = int8::weight_scale(t, &lerr)?;
+                    let act = int8::Act::parse(activation, &lerr)?;
+                    let next = act.scale();
+                    if let Some(sa) = int8 {
+                        let cfg = Conv2dConfig {
+                            stride: *stride,
+                            padding: *padding,
+                            pad_mode: PadMode::Zero,
+                        };
+                        let conv =
+                            Int8Conv2d::new(t.data(), *out_channels, c, *kernel, *kernel, cfg)
+                                .map_err(|e| lerr(e.to_string()))?;
+                        layers.push(Layer::Int8Conv {
+                            conv: Box::new(conv),
+                            out_c: *out_channels,
+                            pool: *pool,
+                            s: sa * sw,
+                            scale,
+                            shift,
+                            act,
+                        });
+                    } else {
+                        layers.push(Layer::Int8First {
+                            w: t.to_f32(),
+                            in_c: c,
+                            out_c: *out_channels,
+                            kernel: *kernel,
+                            stride: *stride,
+                            padding: *padding,
+                            pool: *pool,
+                            scale,
+                            shift,
+                            act,
+                        });
+                    }
+                    (h, w, c, int8) = (st.hp, st.wp, *out_channels, Some(next));
+                    steps.push(st);
+                }
+                LayerMeta::Int8Dense {
+                    in_features,
+                    out_features,
+                    scale_bits,
+                    shift_bits,
+                    ..
+                }
+                | LayerMeta::Int8DenseAffine {
+                    in_features,
+                    out_features,
+                    scale_bits,
+                    shift_bits,
+                    ..
+                } => {
+                    let k = dense_in(*in_features, h, w, c, &lerr)?;
+                    let t = get8(&wname)?;
+                    if *out_features == 0
+                        || wlayout != Layout::RowMajor
+                        || wdims != [*out_features, k]
+                    {
+                        return Err(lerr(format!(
+                            "weight has layout {} dims {wdims:?}, expected row-major {:?}",
+                            wlayout.name(),
+                            [*out_features, k]
+                        )));
+                    }
+                    let sw = int8::weight_scale(t, &lerr)?;
+                    let wts = Int8Weights::new(t.data(), *out_features, k)
+                        .map_err(|e| lerr(e.to_string()))?;
+                    check_vec("scale", scale_bits.len(), *out_features)?;
+                    check_vec("shift", shift_bits.len(), *out_features)?;
+                    let (scale, shift) = (f32s(scale_bits), f32s(shift_bits));
+                    finite("scale", &scale)?;
+                    finite("shift", &shift)?;
+                    let act = match lm {
+                        LayerMeta::Int8Dense { activation, .. } => {
+                            Some(int8::Act::parse(activation, &lerr)?)
+                        }
+                        _ => None,
+                    };
+                    let next = act.as_ref().map(int8::Act::scale);
+                    layers.push(Layer::Int8Dense {
+                        w: wts,
+                        out: *out_features,
+                        s: int8.unwrap_or(1.0) * sw,
+                        scale,
+                        shift,
+                        act,
+                    });
+                    steps.push(Step {
+                        h,
+                        w,
+                        ho: 1,
+                        wo: 1,
+                        hp: 1,
+                        wp: 1,
+                    });
+                    (h, w, c, flat, int8) = (1, 1, *out_features, true, next);
                 }
                 LayerMeta::StemConv {
                     in_channels,
@@ -895,7 +1229,7 @@ impl PackedModel {
                     finite("scale", &scale)?;
                     finite("shift", &shift)?;
                     layers.push(Layer::Stem {
-                        w: weight.to_f32(),
+                        w: weight()?.to_f32(),
                         in_c: c,
                         out_c: *out_channels,
                         kernel: *kernel,
@@ -951,7 +1285,7 @@ impl PackedModel {
                             "expects {in_features} pooled features, the stream has {c} channels"
                         )));
                     }
-                    let wts = dense_weights(weight, *out_features, c, &lerr)?;
+                    let wts = dense_weights(weight()?, *out_features, c, &lerr)?;
                     check_vec("scale", scale_bits.len(), *out_features)?;
                     check_vec("shift", shift_bits.len(), *out_features)?;
                     let (scale, shift) = (f32s(scale_bits), f32s(shift_bits));
@@ -1054,6 +1388,8 @@ impl PackedModel {
             return;
         }
         let (mut f, mut p, mut bits, mut acc, mut stream) = (0, 0, 0, 0, 0);
+        let (mut bytes, mut acc_b) = (0, 0);
+        let cs = |c: usize| c.div_ceil(4) * 4;
         for (l, s) in self.layers.iter().zip(&self.steps) {
             match l {
                 Layer::FloatConv { out_c, .. } => {
@@ -1088,6 +1424,20 @@ impl PackedModel {
                     p = p.max(batch * w.k());
                     acc = acc.max(batch * out);
                 }
+                Layer::Int8First { out_c, .. } => {
+                    f = f.max(batch * s.ho * s.wo * out_c);
+                    p = p.max(batch * s.hp * s.wp * out_c);
+                    bytes = bytes.max(batch * s.hp * s.wp * cs(*out_c));
+                }
+                Layer::Int8Conv { out_c, .. } => {
+                    acc = acc.max(batch * s.ho * s.wo * out_c);
+                    acc_b = acc_b.max(batch * s.hp * s.wp * out_c);
+                    bytes = bytes.max(batch * s.hp * s.wp * cs(*out_c));
+                }
+                Layer::Int8Dense { w, out, .. } => {
+                    bytes = bytes.max(batch * cs(w.k())).max(batch * cs(*out));
+                    acc = acc.max(batch * out);
+                }
             }
         }
         *buf = Buffers {
@@ -1099,6 +1449,9 @@ impl PackedModel {
             acc: vec![0; acc],
             stream_a: vec![0.0; stream],
             stream_b: vec![0.0; stream],
+            i8_a: vec![0; bytes],
+            i8_b: vec![0; bytes],
+            acc_b: vec![0; acc_b],
         };
     }
 
@@ -1115,8 +1468,12 @@ impl PackedModel {
             acc,
             stream_a,
             stream_b,
+            i8_a,
+            i8_b,
+            acc_b,
             ..
         } = buf;
+        let cs = |c: usize| c.div_ceil(4) * 4;
         // `cur` holds the current packed activations in `bits_a`, `len` words.
         let mut len = 0usize;
         let mut c_cur = 0usize;
@@ -1292,6 +1649,114 @@ impl PackedModel {
                     .map_err(|e| kerr(name, &e))?;
                     std::mem::swap(stream_a, stream_b);
                 }
+                Layer::Int8First {
+                    w,
+                    in_c,
+                    out_c,
+                    kernel,
+                    stride,
+                    padding,
+                    pool,
+                    scale,
+                    shift,
+                    act,
+                } => {
+                    let g = Conv2dGeometry {
+                        batch,
+                        in_h: s.h,
+                        in_w: s.w,
+                        in_c: *in_c,
+                        out_c: *out_c,
+                        kernel_h: *kernel,
+                        kernel_w: *kernel,
+                        stride: *stride,
+                        padding: *padding,
+                    };
+                    let conv = &mut conv_f32[..g.output_len()];
+                    conv2d_forward(&g, x, w, None, conv).map_err(|e| kerr(name, &e))?;
+                    let v: &[f32] = if *pool {
+                        let pooled = &mut pool_f32[..batch * s.hp * s.wp * out_c];
+                        maxpool2x2_f32(conv, batch, s.ho, s.wo, *out_c, pooled);
+                        pooled
+                    } else {
+                        conv
+                    };
+                    let n = batch * s.hp * s.wp * cs(*out_c);
+                    int8::epilogue_f32(v, *out_c, scale, shift, act, &mut i8_a[..n], cs(*out_c));
+                    c_cur = *out_c;
+                }
+                Layer::Int8Conv {
+                    conv,
+                    out_c,
+                    pool,
+                    s: sa,
+                    scale,
+                    shift,
+                    act,
+                } => {
+                    let input = &i8_a[..batch * s.h * s.w * cs(c_cur)];
+                    let n_acc = batch * s.ho * s.wo * out_c;
+                    conv.forward(input, batch, s.h, s.w, Output::I32(&mut acc[..n_acc]))
+                        .map_err(|e| kerr(name, &e))?;
+                    let a: &[i32] = if *pool {
+                        let pooled = &mut acc_b[..batch * s.hp * s.wp * out_c];
+                        xnor_kernels::maxpool2x2_i32(
+                            &acc[..n_acc],
+                            batch,
+                            s.ho,
+                            s.wo,
+                            *out_c,
+                            pooled,
+                        )
+                        .map_err(|e| kerr(name, &e))?;
+                        pooled
+                    } else {
+                        &acc[..n_acc]
+                    };
+                    let n = batch * s.hp * s.wp * cs(*out_c);
+                    int8::epilogue_i32(
+                        a,
+                        *out_c,
+                        *sa,
+                        scale,
+                        shift,
+                        act,
+                        &mut i8_b[..n],
+                        cs(*out_c),
+                    );
+                    std::mem::swap(i8_a, i8_b);
+                    c_cur = *out_c;
+                }
+                Layer::Int8Dense {
+                    w: wts,
+                    out,
+                    s: sa,
+                    scale,
+                    shift,
+                    act,
+                } => {
+                    let rows = int8::dense_rows(i8_a, i8_b, batch, s.h * s.w, c_cur);
+                    let acc = &mut acc[..batch * out];
+                    xnor_kernels::int8_gemm(rows, wts, batch, Output::I32(acc))
+                        .map_err(|e| kerr(name, &e))?;
+                    match act {
+                        Some(act) => {
+                            let n = batch * cs(*out);
+                            int8::epilogue_i32(
+                                acc,
+                                *out,
+                                *sa,
+                                scale,
+                                shift,
+                                act,
+                                &mut i8_a[..n],
+                                cs(*out),
+                            );
+                        }
+                        None => int8::logits_i32(acc, *sa, scale, shift, logits),
+                    }
+                    c_cur = *out;
+                }
                 Layer::PoolClassifier {
                     w: wts,
                     out,
@@ -1334,6 +1799,10 @@ fn kind_name(lm: &LayerMeta) -> &'static str {
         LayerMeta::StemConv { .. } => "stem_conv",
         LayerMeta::ResidualBlock { .. } => "residual_block",
         LayerMeta::PoolClassifier { .. } => "pool_classifier",
+        LayerMeta::Int8FloatConv { .. } => "int8_float_conv",
+        LayerMeta::Int8Conv { .. } => "int8_conv",
+        LayerMeta::Int8Dense { .. } => "int8_dense",
+        LayerMeta::Int8DenseAffine { .. } => "int8_dense_affine",
     }
 }
 
