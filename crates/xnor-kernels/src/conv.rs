@@ -38,7 +38,9 @@ use bitpack::Isa;
 use crate::binary::{BinaryWeights, binary_block, check_pad_bits, resolve};
 use crate::epilogue::{self, Output, ROW_BLOCK, Thresholds};
 use crate::error::{KernelError, Result, check_len, mul};
-use crate::int8::{Int8Weights, check_act_range, int8_block};
+use crate::int8::{
+    Int8Weights, check_act_range, int8_block, int8_block_offset, uses_offset_activations,
+};
 use crate::reference;
 #[cfg(target_arch = "x86_64")]
 use rayon::prelude::*;
@@ -130,6 +132,7 @@ thread_local! {
     static COLS64: Cell<Vec<u64>> = const { Cell::new(Vec::new()) };
     static COLS8: Cell<Vec<i8>> = const { Cell::new(Vec::new()) };
     static ACC_BORDER: Cell<Vec<i32>> = const { Cell::new(Vec::new()) };
+    static PADDED: Cell<Vec<u64>> = const { Cell::new(Vec::new()) };
 }
 
 fn with_cols<T: Default + Clone, R>(
@@ -485,6 +488,22 @@ impl BinaryConv2d {
         }
     }
 
+    /// Writes the input with `pad` zero words (+1) around every image into `dst`:
+    /// `batch x (h + 2 pad) x (w + 2 pad)` pixels of `cw` words.
+    fn pad_input(&self, input: &[u64], batch: usize, h: usize, w: usize, dst: &mut Vec<u64>) {
+        let (p, cw) = (self.geom.pad, self.cw);
+        let (hp, wp) = (h + 2 * p, w + 2 * p);
+        dst.clear();
+        dst.resize(batch * hp * wp * cw, 0);
+        for b in 0..batch {
+            for y in 0..h {
+                let s = ((b * h + y) * w) * cw;
+                let d = ((b * hp + y + p) * wp + p) * cw;
+                dst[d..d + w * cw].copy_from_slice(&input[s..s + w * cw]);
+            }
+        }
+    }
+
     /// Dense-layout im2col of rows `r0 .. r0 + rows` with AVX-512, **word-major**: word `j`
     /// of row `i` at `dst[j * stride_k + i]` (`stride_k >= rows + 8`, the vector stores of a
     /// run may write up to 7 words past it; later runs overwrite them).
@@ -539,22 +558,20 @@ impl BinaryConv2d {
     /// place: a run of consecutive output pixels of one output row whose receptive fields are
     /// inside the image is one kernel call with one segment per kernel row (`kw * cw` words
     /// each, consecutive pixels `stride * cw` words apart). Border pixels go through im2col.
+    /// `input` and `dims` may be a pre-padded copy (then `pad = 0`, no border pixels).
+    #[allow(clippy::too_many_arguments)]
     fn direct_block(
         &self,
         input: &[u64],
         dims: (usize, usize, usize, usize),
+        pad: usize,
         r0: usize,
         rows: usize,
         acc: &mut [i32],
         n_pad: usize,
     ) {
         let (h, w, ho, wo) = dims;
-        let Geom {
-            kh,
-            kw,
-            stride,
-            pad,
-        } = self.geom;
+        let Geom { kh, kw, stride, .. } = self.geom;
         let cw = self.cw;
         let kwords = self.weights.words_per_row();
         let interior_y = |oy: usize| oy * stride >= pad && oy * stride - pad + kh <= h;
@@ -623,13 +640,15 @@ impl BinaryConv2d {
     /// Fused-threshold block (AVX-512): computes output rows `r0 .. r0 + rows` and writes their
     /// packed signs into `chunk` (`rows * ceil(cout / 64)` words). Interior runs of the
     /// per-tap layout are read in place; other rows go through im2col; each row compares with
-    /// the thresholds of its border case (zero-padding correction folded in).
+    /// the thresholds of its border case (zero-padding correction folded in). `input` and
+    /// `dims` may be a pre-padded copy (then `pad = 0` and every pixel is interior).
     #[cfg(target_arch = "x86_64")]
     #[allow(clippy::too_many_arguments)]
     fn packed_block(
         &self,
         input: &[u64],
         dims: (usize, usize, usize, usize),
+        pad: usize,
         r0: usize,
         rows: usize,
         in_place: bool,
@@ -637,12 +656,7 @@ impl BinaryConv2d {
         chunk: &mut [u64],
     ) {
         let (h, w, ho, wo) = dims;
-        let Geom {
-            kh,
-            kw,
-            stride,
-            pad,
-        } = self.geom;
+        let Geom { kh, kw, stride, .. } = self.geom;
         let (cw, kwords) = (self.cw, self.weights.words_per_row());
         let nw = self.cout.div_ceil(64);
         assert!(rows <= crate::ROW_BLOCK && chunk.len() >= rows * nw);
@@ -887,6 +901,21 @@ impl BinaryConv2d {
         let in_place = self.geom.in_place();
         // AVX-512 and the per-tap layout: interior pixels are read in place (no im2col).
         let direct = cfg!(target_arch = "x86_64") && isa == Isa::Avx512 && self.dense == 0;
+        // With padding, one padded copy of the input (padded positions +1, i.e. zero words,
+        // corrected exactly like im2col's) makes every output pixel interior: no border
+        // im2col, and runs span whole output rows.
+        let prepad = direct && self.geom.pad > 0 && m > 0;
+        let mut padded = Vec::new();
+        if prepad {
+            padded = PADDED.with(|c| c.take());
+            self.pad_input(input, batch, h, w, &mut padded);
+        }
+        let p = self.geom.pad;
+        let (src, sdims, spad) = if prepad {
+            (&padded[..], (h + 2 * p, w + 2 * p, ho, wo), 0)
+        } else {
+            (input, dims, p)
+        };
         #[cfg(target_arch = "x86_64")]
         let out = match (isa, out) {
             (Isa::Avx512, Output::Packed { thresholds, out }) => {
@@ -897,7 +926,7 @@ impl BinaryConv2d {
                 let body = |(bi, chunk): (usize, &mut [u64])| {
                     let r0 = bi * rb;
                     let rows = rb.min(m - r0);
-                    self.packed_block(input, dims, r0, rows, in_place, &fused, chunk);
+                    self.packed_block(src, sdims, spad, r0, rows, in_place, &fused, chunk);
                 };
                 if m > 0 && nw > 0 {
                     if parallel {
@@ -905,6 +934,9 @@ impl BinaryConv2d {
                     } else {
                         out.chunks_mut(rb * nw).enumerate().for_each(body);
                     }
+                }
+                if prepad {
+                    PADDED.with(|c| c.set(padded));
                 }
                 return Ok(());
             }
@@ -928,7 +960,7 @@ impl BinaryConv2d {
                         acc,
                     );
                 } else if direct {
-                    self.direct_block(input, dims, r0, rows, acc, n_pad);
+                    self.direct_block(src, sdims, spad, r0, rows, acc, n_pad);
                 } else if cfg!(target_arch = "x86_64") && isa == Isa::Avx512 {
                     // Dense layout: vectorised word-major im2col.
                     #[cfg(target_arch = "x86_64")]
@@ -959,6 +991,9 @@ impl BinaryConv2d {
                 }
             },
         );
+        if prepad {
+            PADDED.with(|c| c.set(padded));
+        }
         Ok(())
     }
 }
@@ -1303,9 +1338,41 @@ impl Int8Conv2d {
                         &self.weights,
                         acc,
                     );
+                } else if uses_offset_activations(isa) {
+                    // VNNI: im2col writes the +128 offset activations the kernel reads (64
+                    // bytes of slack for its full-vector stores).
+                    with_cols(&COLS8, rows * s + 64, |cols| {
+                        #[cfg(target_arch = "x86_64")]
+                        {
+                            let Geom {
+                                kh,
+                                kw,
+                                stride,
+                                pad,
+                            } = self.geom;
+                            // SAFETY: AVX-512 is available (VNNI path); the input length was
+                            // checked above, cols holds rows * s + 64 bytes with
+                            // s >= kh * kw * cin, and the rows lie inside the output.
+                            unsafe {
+                                crate::x86::avx512::im2col_i8_offset(
+                                    input.as_ptr(),
+                                    dims,
+                                    (kh, kw, stride, pad),
+                                    cin,
+                                    (r0, rows, s),
+                                    cols.as_mut_ptr(),
+                                )
+                            }
+                        }
+                        #[cfg(not(target_arch = "x86_64"))]
+                        im2col_i8(input, self.geom, cin, dims, (r0, rows, s), 0x80, cols);
+                        // Same bytes, read as unsigned.
+                        let au = i8_as_u8(cols);
+                        int8_block_offset(isa, au, rows, &self.weights, acc);
+                    });
                 } else {
                     with_cols(&COLS8, rows * s, |cols| {
-                        im2col_i8(input, self.geom, cin, dims, r0, rows, s, cols);
+                        im2col_i8(input, self.geom, cin, dims, (r0, rows, s), 0, cols);
                         int8_block(isa, cols, rows, &self.weights, acc);
                     });
                 }
@@ -1315,18 +1382,24 @@ impl Int8Conv2d {
     }
 }
 
-/// Int8 im2col of output rows `r0 .. r0 + rows` into `dst` (row stride `s`, zero padding).
-/// `cin` is the padded pixel stride; an interior kernel row is one contiguous copy of
-/// `kw * cin` bytes.
+/// The bytes of `v` as `u8` (same size and alignment).
+fn i8_as_u8(v: &[i8]) -> &[u8] {
+    // SAFETY: i8 and u8 have the same size and alignment and every bit pattern is valid.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), v.len()) }
+}
+
+/// Int8 im2col of output rows `r0 .. r0 + rows` into `dst` (row stride `s`, zero padding),
+/// every byte XORed with `flip` (`0x80` writes the `+128` offset activations of the VNNI
+/// kernel, padded positions included). `cin` is the padded pixel stride; an interior kernel
+/// row is one contiguous copy of `kw * cin` bytes.
 #[allow(clippy::too_many_arguments)]
 fn im2col_i8(
     input: &[i8],
     geom: Geom,
     cin: usize,
     (h, w, ho, wo): (usize, usize, usize, usize),
-    r0: usize,
-    rows: usize,
-    s: usize,
+    (r0, rows, s): (usize, usize, usize),
+    flip: u8,
     dst: &mut [i8],
 ) {
     let Geom {
@@ -1335,29 +1408,39 @@ fn im2col_i8(
         stride,
         pad,
     } = geom;
+    let f = flip as i8;
+    let copy = |d: &mut [i8], src: &[i8]| {
+        if f == 0 {
+            d.copy_from_slice(src);
+        } else {
+            for (d, s) in d.iter_mut().zip(src) {
+                *d = s ^ f;
+            }
+        }
+    };
     let span = kw * cin;
     let mut pos = PixelIter::new(r0, ho, wo);
     for d in dst.chunks_exact_mut(s).take(rows) {
         let (b, oy, ox) = pos.next();
         let ix0 = (ox * stride).wrapping_sub(pad);
         let interior_x = ox * stride >= pad && ix0 + kw <= w;
-        d[kh * span..].fill(0);
+        d[kh * span..].fill(f);
         for (kr, dr) in d[..kh * span].chunks_exact_mut(span).enumerate() {
             let iy = (oy * stride + kr).wrapping_sub(pad);
             if iy >= h {
-                dr.fill(0);
+                dr.fill(f);
                 continue;
             }
             let base = (b * h + iy) * w;
             if interior_x {
-                dr.copy_from_slice(&input[(base + ix0) * cin..(base + ix0 + kw) * cin]);
+                copy(dr, &input[(base + ix0) * cin..(base + ix0 + kw) * cin]);
             } else {
                 for (c, dt) in dr.chunks_exact_mut(cin).enumerate() {
                     let ix = ix0.wrapping_add(c);
                     if ix < w {
-                        dt.copy_from_slice(&input[(base + ix) * cin..(base + ix + 1) * cin]);
+                        copy(dt, &input[(base + ix) * cin..(base + ix + 1) * cin]);
                     } else {
-                        dt.fill(0);
+                        dt.fill(f);
                     }
                 }
             }

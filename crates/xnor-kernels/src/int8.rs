@@ -28,8 +28,15 @@ pub struct Int8Weights {
     k: usize,
     s: usize,
     rows: Vec<i8>,
-    /// 16-channel panels of `w + 128` as `u8`: panel, group of 4 `k`, channel, byte.
+    /// 16-channel panels of `w + 128` as `u8`: panel, group of 4 `k`, channel, byte (the
+    /// AVX2 kernel and the VNNI kernel on signed activations).
     panels: Vec<u8>,
+    /// The same panels of the signed weights (zero channels beyond `n`), for the VNNI kernel
+    /// on `+128` offset activations.
+    panels_s: Vec<i8>,
+    /// `128 * sum_k w[j, k]` per channel (`n_pad` values, zero beyond `n`): what the offset
+    /// activations add to channel `j`.
+    wsum128: Vec<i32>,
 }
 
 impl Int8Weights {
@@ -69,11 +76,16 @@ impl Int8Weights {
         }
         let npanels = n.div_ceil(16);
         let mut panels = vec![128u8; npanels * s * 16];
+        let mut panels_s = vec![0i8; npanels * s * 16];
+        let mut wsum128 = vec![0i32; npanels * 16];
         for j in 0..n {
             let (p, lane) = (j / 16, j % 16);
             for kk in 0..s {
                 let (g, b) = (kk / 4, kk % 4);
-                panels[p * s * 16 + g * 64 + lane * 4 + b] = (i16::from(w[j * s + kk]) + 128) as u8;
+                let v = w[j * s + kk];
+                panels[p * s * 16 + g * 64 + lane * 4 + b] = (i16::from(v) + 128) as u8;
+                panels_s[p * s * 16 + g * 64 + lane * 4 + b] = v;
+                wsum128[j] += 128 * i32::from(v);
             }
         }
         Ok(Int8Weights {
@@ -82,6 +94,8 @@ impl Int8Weights {
             s,
             rows: w.to_vec(),
             panels,
+            panels_s,
+            wsum128,
         })
     }
 
@@ -111,10 +125,21 @@ pub(crate) fn check_act_range(op: &'static str, a: &[i8]) -> Result<()> {
     // `v` is in [-64, 64] iff `(v as u8) + 64` (wrapping) is at most 128: one unsigned max
     // pass that vectorises on every x86-64 (SSE2 `pmaxub`); the position is searched only on
     // failure.
-    let mx = a
+    #[cfg(target_arch = "x86_64")]
+    let ok = if Isa::Avx512.is_available() {
+        // SAFETY: AVX-512 is available.
+        unsafe { crate::x86::avx512::act_range_ok(a) }
+    } else {
+        a.iter()
+            .fold(0u8, |mx, &v| mx.max((v as u8).wrapping_add(64)))
+            <= 128
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let ok = a
         .iter()
-        .fold(0u8, |mx, &v| mx.max((v as u8).wrapping_add(64)));
-    if mx <= 128 {
+        .fold(0u8, |mx, &v| mx.max((v as u8).wrapping_add(64)))
+        <= 128;
+    if ok {
         return Ok(());
     }
     if let Some(i) = a.iter().position(|&v| v < lo || v > hi) {
@@ -129,10 +154,43 @@ pub(crate) fn check_act_range(op: &'static str, a: &[i8]) -> Result<()> {
     Ok(())
 }
 
+thread_local! {
+    static OFFSET_A: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Whether `isa` runs the VNNI kernel on `+128` offset activations.
+pub(crate) fn uses_offset_activations(isa: Isa) -> bool {
+    cfg!(target_arch = "x86_64") && isa == Isa::Avx512 && bitpack::isa::has_avx512_vnni()
+}
+
 /// Computes `rows` rows of `a` (stride `w.stride()`) into `acc` (stride `w.n_pad()`), in
-/// chunks of at most [`ROW_BLOCK`] rows.
+/// chunks of at most [`ROW_BLOCK`] rows. With VNNI each chunk is first offset by `+128`
+/// (`a ^ 0x80`) into a per-thread buffer (see [`int8_block_offset`]).
 pub(crate) fn int8_block(isa: Isa, a: &[i8], rows: usize, w: &Int8Weights, acc: &mut [i32]) {
     let (s, n_pad) = (w.s, w.n_pad());
+    #[cfg(target_arch = "x86_64")]
+    if uses_offset_activations(isa) {
+        let mut buf = OFFSET_A.with(|c| c.take());
+        if buf.len() < ROW_BLOCK * s {
+            buf.resize(ROW_BLOCK * s, 0);
+        }
+        let mut r = 0;
+        while r < rows {
+            let n = (rows - r).min(ROW_BLOCK);
+            // SAFETY: AVX-512 is available (checked by uses_offset_activations).
+            unsafe { crate::x86::avx512::offset_i8(&a[r * s..(r + n) * s], &mut buf) };
+            int8_block_offset(
+                isa,
+                &buf[..n * s],
+                n,
+                w,
+                &mut acc[r * n_pad..(r + n) * n_pad],
+            );
+            r += n;
+        }
+        OFFSET_A.with(|c| c.set(buf));
+        return;
+    }
     let mut r = 0;
     while r < rows {
         let n = (rows - r).min(ROW_BLOCK);
@@ -147,7 +205,41 @@ pub(crate) fn int8_block(isa: Isa, a: &[i8], rows: usize, w: &Int8Weights, acc: 
     }
 }
 
-/// [`int8_block`] for `rows <= ROW_BLOCK`.
+/// The VNNI kernel on activations already offset to `au = a + 128` (`a ^ 0x80`, stride
+/// `w.stride()`), for callers that write them that way (the conv's im2col).
+///
+/// # Panics
+/// When `isa` does not use offset activations ([`uses_offset_activations`]) or a buffer is
+/// short.
+pub(crate) fn int8_block_offset(
+    isa: Isa,
+    au: &[u8],
+    rows: usize,
+    w: &Int8Weights,
+    acc: &mut [i32],
+) {
+    let (s, n_pad) = (w.s, w.n_pad());
+    assert!(uses_offset_activations(isa));
+    assert!(au.len() >= rows * s && acc.len() >= rows * n_pad);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512 + VNNI checked; the assert bounds au and acc; the signed panels hold
+    // n_pad / 16 panels of s * 16 bytes and wsum128 n_pad values.
+    unsafe {
+        crate::x86::avx512::int8_rows_u(
+            au.as_ptr(),
+            s,
+            rows,
+            w.panels_s.as_ptr(),
+            w.wsum128.as_ptr(),
+            n_pad / 16,
+            acc.as_mut_ptr(),
+            n_pad,
+        )
+    }
+}
+
+/// [`int8_block`] for `rows <= ROW_BLOCK` without VNNI: offset weights `w + 128`, signed
+/// activations, minus `128 * sum(a)` per row.
 fn int8_chunk(isa: Isa, a: &[i8], rows: usize, w: &Int8Weights, acc: &mut [i32]) {
     let s = w.s;
     let n_pad = w.n_pad();
@@ -166,23 +258,6 @@ fn int8_chunk(isa: Isa, a: &[i8], rows: usize, w: &Int8Weights, acc: &mut [i32])
         }
     }
     match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if bitpack::isa::has_avx512_vnni() => {
-            // SAFETY: AVX-512 + VNNI checked; the assert bounds a, acc and rowsum; panels hold
-            // n_pad / 16 panels of s * 16 bytes.
-            unsafe {
-                crate::x86::avx512::int8_rows(
-                    a.as_ptr(),
-                    s,
-                    rows,
-                    rowsum.as_ptr(),
-                    w.panels.as_ptr(),
-                    n_pad / 16,
-                    acc.as_mut_ptr(),
-                    n_pad,
-                )
-            }
-        }
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 | Isa::Avx2 => {
             // SAFETY: Avx512 implies the Avx2 set; bounds as for the VNNI arm.

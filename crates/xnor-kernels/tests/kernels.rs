@@ -510,6 +510,36 @@ fn int8_conv_matches_naive_conv() {
 }
 
 #[test]
+fn int8_conv_extreme_values_are_exact() {
+    // Activations at +-64 against weights -128 / 127 through im2col (padded positions and the
+    // +128 offset of the VNNI path), a 3x3 and a 5x5 kernel.
+    for &(cin, k, stride, pad) in &[(16, 3, 1, 1), (5, 5, 2, 2), (64, 3, 2, 1)] {
+        let (b, h, w, cout) = (1, 6, 9, 17);
+        let xv: Vec<i8> = (0..b * h * w * cin)
+            .map(|i| if i % 3 == 0 { -64 } else { 64 })
+            .collect();
+        let wv: Vec<i8> = (0..cout * k * k * cin)
+            .map(|i| if i % 5 == 0 { 127 } else { -128 })
+            .collect();
+        let cfg = Conv2dConfig {
+            stride,
+            padding: pad,
+            pad_mode: PadMode::Zero,
+        };
+        let conv =
+            Int8Conv2d::new(&pad_rows(&wv, cout * k * k, cin), cout, cin, k, k, cfg).unwrap();
+        let (want, ho, wo) = naive_conv(&xv, &wv, (b, h, w, cin), (cout, k, k), stride, pad, 0);
+        let xp = pad_rows(&xv, b * h * w, cin);
+        for isa in Isa::available() {
+            let mut got = vec![0; b * ho * wo * cout];
+            conv.forward_with(isa, &xp, b, h, w, Output::I32(&mut got))
+                .unwrap();
+            assert_eq!(got, want, "isa={isa} cin={cin} k={k}");
+        }
+    }
+}
+
+#[test]
 fn packed_maxpool_equals_pool_then_threshold() {
     let mut rng = Rng(12345);
     let (b, h, w, cin, cout) = (2, 7, 6, 32, 70);

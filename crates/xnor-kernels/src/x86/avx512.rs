@@ -12,12 +12,13 @@
 //! the register peak's instruction mix.
 //!
 //! # Int8 micro-kernel (VNNI)
-//! `vpdpbusd` multiplies unsigned by signed bytes. Weights are stored offset to unsigned,
-//! `wu = w + 128` (in `[0, 255]`), activations stay signed, so the accumulator holds
-//! `sum(w * a) + 128 * sum(a)`; the row sum of the activations is subtracted at the end. Panels
-//! hold 16 channels x 4 bytes per group of 4 `k` (channel = 32-bit lane). Bounds: each 4-product
-//! group is at most `4 * 255 * 128 < 2^18` in magnitude and the `i32` sum is at most
-//! `K * 255 * 128`, which the public API limits to `K <= MAX_INT8_K` (no wrap-around).
+//! `vpdpbusd` multiplies unsigned by signed bytes. The activations are offset to unsigned,
+//! `au = a + 128` (`a ^ 0x80`, in `[64, 192]` for `a` in `[-64, 64]`), the weights stay
+//! signed, so a lane holds `sum(w * a) + 128 * sum(w)`; the per-channel `128 * sum(w)` is
+//! computed once with the weights and subtracted at the end (no per-row sums). Panels hold 16
+//! channels x 4 bytes per group of 4 `k` (channel = 32-bit lane). Bounds: each 4-product group
+//! is at most `4 * 192 * 128 < 2^17` in magnitude and the `i32` sum at most `K * 192 * 128`,
+//! below `2^31` for `K <= MAX_INT8_K`.
 
 use std::arch::x86_64::*;
 
@@ -88,14 +89,14 @@ macro_rules! binary_acc {
 }
 
 /// Binary micro-tile: `MR` rows x `NV` panels (see [`binary_acc!`] for the activation
-/// addressing; `KW > 0` means one segment of `KW` words, unrolled at compile time), storing `K - 2 * popcount` as `i32`. Two panels' 64-bit counts are narrowed
+/// addressing; `NS > 0` means `NS` segments of `SL` words, unrolled at compile time), storing `K - 2 * popcount` as `i32`. Two panels' 64-bit counts are narrowed
 /// into one vector with a single two-source permute.
 ///
 /// # Safety
 /// As [`binary_acc!`]; `out` valid for `MR` rows (stride `out_stride`) of `NV * 8` `i32`.
 #[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn binary_tile<const MR: usize, const NV: usize, const KW: usize>(
+unsafe fn binary_tile<const MR: usize, const NV: usize, const NS: usize, const SL: usize>(
     a: *const u64,
     seg_offs: *const usize,
     nseg: usize,
@@ -107,8 +108,8 @@ unsafe fn binary_tile<const MR: usize, const NV: usize, const KW: usize>(
     out: *mut i32,
     out_stride: usize,
 ) {
-    // KW > 0: one segment of exactly KW words, known at compile time (fully unrolled).
-    let (nseg, seg_len) = if KW > 0 { (1, KW) } else { (nseg, seg_len) };
+    // NS > 0: exactly NS segments of SL words, known at compile time (fully unrolled).
+    let (nseg, seg_len) = if NS > 0 { (NS, SL) } else { (nseg, seg_len) };
     let acc = binary_acc!(MR, NV, a, seg_offs, nseg, seg_len, a_stride, k_stride, w);
     // Epilogue: the low dwords of two panels' counts, then `K - 2 * popcount`.
     let kv = _mm512_set1_epi32(k);
@@ -142,13 +143,13 @@ fn full_tile_rows(nv: usize) -> usize {
     }
 }
 
-/// The compile-time word count of a tile: ResNet-20's dense `K = 144` and `288` (3 and 5
-/// words) are unrolled; 0 = run-time count.
-fn tile_kw(nseg: usize, seg_len: usize) -> usize {
+/// Whether a tile's segments have a compile-time shape: ResNet-20's dense `K = 144` and `288`
+/// (one segment of 3 or 5 words) are unrolled. (Unrolling the 3 x 3-word segments of
+/// `Cin = 64` convs read in place was measured slower.)
+fn tile_shape(nseg: usize, seg_len: usize) -> (usize, usize) {
     match (nseg, seg_len) {
-        (1, 3) => 3,
-        (1, 5) => 5,
-        _ => 0,
+        (1, 3) | (1, 5) => (nseg, seg_len),
+        _ => (0, 0),
     }
 }
 
@@ -199,7 +200,7 @@ pub(crate) unsafe fn binary_rows(
                 dispatch_binary_tile!(
                     binary_tile,
                     mr == mr_full,
-                    tile_kw(nseg, seg_len),
+                    tile_shape(nseg, seg_len),
                     mr,
                     nv,
                     ap,
@@ -232,7 +233,7 @@ pub(crate) unsafe fn binary_rows(
 /// `out[i]` for `NV` bytes (`i < MR`), `flip` and `valid` for `NV` bytes.
 #[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn binary_tile_thr<const MR: usize, const NV: usize, const KW: usize>(
+unsafe fn binary_tile_thr<const MR: usize, const NV: usize, const NS: usize, const SL: usize>(
     a: *const u64,
     seg_offs: *const usize,
     nseg: usize,
@@ -245,18 +246,30 @@ unsafe fn binary_tile_thr<const MR: usize, const NV: usize, const KW: usize>(
     flip: *const u8,
     valid: *const u8,
 ) {
-    // KW > 0: one segment of exactly KW words, known at compile time (fully unrolled).
-    let (nseg, seg_len) = if KW > 0 { (1, KW) } else { (nseg, seg_len) };
+    // NS > 0: exactly NS segments of SL words, known at compile time (fully unrolled).
+    let (nseg, seg_len) = if NS > 0 { (NS, SL) } else { (nseg, seg_len) };
     let acc = binary_acc!(MR, NV, a, seg_offs, nseg, seg_len, a_stride, k_stride, w);
     for (i, acc_i) in acc.iter().enumerate() {
         // SAFETY: thr and out hold MR row pointers; thresholds j*8..j*8+8 and flip/valid/out
         // byte j are in bounds for j < NV (caller's contract).
         unsafe {
             let (t, o) = (thr.add(i).read(), out.add(i).read());
+            let mut m = [0u8; NV];
             for (j, &v) in acc_i.iter().enumerate() {
-                let m = _mm512_cmpge_epi64_mask(v, _mm512_loadu_si512(t.add(j * 8).cast()));
+                m[j] = _mm512_cmpge_epi64_mask(v, _mm512_loadu_si512(t.add(j * 8).cast()));
+            }
+            // Pairs of panels as one 16-bit mask (kunpckbw), stored with one 16-bit write.
+            let mut j = 0;
+            while j + 1 < NV {
+                let m2 = _mm512_kunpackb(u16::from(m[j + 1]), u16::from(m[j]));
+                let f = flip.add(j).cast::<u16>().read_unaligned();
+                let v = valid.add(j).cast::<u16>().read_unaligned();
+                o.add(j).cast::<u16>().write_unaligned((m2 ^ f) & v);
+                j += 2;
+            }
+            if j < NV {
                 o.add(j)
-                    .write((m ^ flip.add(j).read()) & valid.add(j).read());
+                    .write((m[j] ^ flip.add(j).read()) & valid.add(j).read());
             }
         }
     }
@@ -317,7 +330,7 @@ pub(crate) unsafe fn binary_rows_thr(
                 dispatch_binary_tile!(
                     binary_tile_thr,
                     mr == mr_full,
-                    tile_kw(nseg, seg_len),
+                    tile_shape(nseg, seg_len),
                     mr,
                     nv,
                     ap,
@@ -339,27 +352,32 @@ pub(crate) unsafe fn binary_rows_thr(
     }
 }
 
-/// Int8 VNNI micro-tile: `MR` rows of `a` (stride `s` bytes, signed) x `NV` panels of 16
-/// channels (offset weights), minus `128 * rowsum[i]`.
+/// Int8 VNNI micro-tile on **offset activations**: `MR` rows of `au = a + 128` (stride `s`
+/// bytes, unsigned, the first operand of `vpdpbusd`) x `NV` panels of 16 channels of signed
+/// weights, so a lane accumulates `sum(w * a) + 128 * sum(w)`; the per-channel
+/// `128 * sum(w)` (`wsum128`, computed once with the weights) is subtracted at the end. No
+/// per-row activation sums are needed. Bounds: `au <= 192`, so a 4-product group is at most
+/// `4 * 192 * 128 < 2^17` and the lane sum at most `K * 192 * 128 < 2^31` for
+/// `K <= 65536`.
 ///
 /// # Safety
 /// The CPU must support [`bitpack::Isa::Avx512`] and AVX-512 VNNI; `a` valid for `MR` rows of
-/// `s` bytes (`s` a multiple of 4), `w` for `NV` panels of `s * 16` bytes, `rowsum` for `MR`
-/// values, `out` for `MR` rows (stride `out_stride`) of `NV * 16` values.
+/// `s` bytes (`s` a multiple of 4), `w` for `NV` panels of `s * 16` bytes, `wsum128` for
+/// `NV * 16` values, `out` for `MR` rows (stride `out_stride`) of `NV * 16` values.
 #[target_feature(
     enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq,avx512vnni"
 )]
-#[allow(clippy::too_many_arguments)]
-unsafe fn int8_tile<const MR: usize, const NV: usize>(
-    a: *const i8,
+unsafe fn int8_tile_u<const MR: usize, const NV: usize>(
+    a: *const u8,
     s: usize,
-    rowsum: *const i32,
-    w: *const u8,
+    w: *const i8,
+    wsum128: *const i32,
     out: *mut i32,
     out_stride: usize,
 ) {
     let pstride = s * 16;
     let mut acc = [[_mm512_setzero_si512(); NV]; MR];
+    let rows: [*const u8; MR] = std::array::from_fn(|i| a.wrapping_add(i * s));
     let mut g = 0;
     while g < s {
         let mut wv = [_mm512_setzero_si512(); NV];
@@ -367,45 +385,51 @@ unsafe fn int8_tile<const MR: usize, const NV: usize>(
             // SAFETY: panel j group g/4 (64 bytes) is in bounds by the caller's contract.
             *v = unsafe { _mm512_loadu_si512(w.add(j * pstride + g * 16).cast()) };
         }
-        for (i, acc_i) in acc.iter_mut().enumerate() {
+        for (acc_i, &row) in acc.iter_mut().zip(&rows) {
             // SAFETY: bytes g..g+4 of row i are in bounds (s is a multiple of 4).
-            let av = _mm512_set1_epi32(unsafe { a.add(i * s + g).cast::<i32>().read_unaligned() });
+            let av = _mm512_set1_epi32(unsafe { row.add(g).cast::<i32>().read_unaligned() });
             for j in 0..NV {
-                acc_i[j] = _mm512_dpbusd_epi32(acc_i[j], wv[j], av);
+                acc_i[j] = _mm512_dpbusd_epi32(acc_i[j], av, wv[j]);
             }
         }
         g += 4;
     }
+    let mut corr = [_mm512_setzero_si512(); NV];
+    for (j, c) in corr.iter_mut().enumerate() {
+        // SAFETY: wsum128 holds NV * 16 values by the caller's contract.
+        *c = unsafe { _mm512_loadu_si512(wsum128.add(j * 16).cast()) };
+    }
     for (i, acc_i) in acc.iter().enumerate() {
-        // SAFETY: rowsum holds MR values by the caller's contract.
-        let corr = _mm512_set1_epi32(unsafe { rowsum.add(i).read() } << 7);
         for (j, v) in acc_i.iter().enumerate() {
             // SAFETY: out row i, columns j*16..j*16+16 are in bounds by the caller's contract.
             unsafe {
                 _mm512_storeu_si512(
                     out.add(i * out_stride + j * 16).cast(),
-                    _mm512_sub_epi32(*v, corr),
+                    _mm512_sub_epi32(*v, corr[j]),
                 )
             };
         }
     }
 }
 
-/// Int8 VNNI block: `rows` rows of `a` (stride `s`) against `npanels` 16-channel panels.
+/// Int8 VNNI block on offset activations (see [`int8_tile_u`]): `rows` rows of `au` (stride
+/// `s`) against `npanels` signed 16-channel panels. Full tiles are `12 x 1`, `8 x 2`, `6 x 3`
+/// or `4 x 4` panels (12-18 accumulators: narrow layers keep enough `vpdpbusd` chains in
+/// flight); the tail uses smaller tiles.
 ///
 /// # Safety
-/// As [`int8_tile`] for `rows` rows and `npanels` panels; `rowsum` holds `rows` values and
-/// `acc` `rows * acc_stride` values with `acc_stride >= npanels * 16`.
+/// As [`int8_tile_u`] for `rows` rows and `npanels` panels; `wsum128` holds `npanels * 16`
+/// values and `acc` `rows * acc_stride` values with `acc_stride >= npanels * 16`.
 #[target_feature(
     enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq,avx512vnni"
 )]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn int8_rows(
-    a: *const i8,
+pub(crate) unsafe fn int8_rows_u(
+    a: *const u8,
     s: usize,
     rows: usize,
-    rowsum: *const i32,
-    w: *const u8,
+    w: *const i8,
+    wsum128: *const i32,
     npanels: usize,
     acc: *mut i32,
     acc_stride: usize,
@@ -413,22 +437,61 @@ pub(crate) unsafe fn int8_rows(
     let mut p = 0;
     while p < npanels {
         let nv = (npanels - p).min(4);
-        // Few panels: taller tiles keep enough independent accumulators in flight.
-        let mr_max = if nv <= 2 { 8 } else { 4 };
+        let mr_full = match nv {
+            1 => 12,
+            2 => 8,
+            3 => 6,
+            _ => 4,
+        };
         let mut r = 0;
         while r < rows {
-            let mr = (rows - r).min(mr_max);
+            let full = rows - r >= mr_full;
+            let mr = if full {
+                mr_full
+            } else {
+                (rows - r).min(if nv <= 2 { 8 } else { 4 })
+            };
             // SAFETY: offsets stay inside the buffers described by the caller's contract.
             unsafe {
                 let ap = a.add(r * s);
-                let rs = rowsum.add(r);
                 let wp = w.add(p * s * 16);
+                let ws = wsum128.add(p * 16);
                 let op = acc.add(r * acc_stride + p * 16);
-                dispatch_tile!(int8_tile, mr, nv, ap, s, rs, wp, op, acc_stride);
+                match (full, nv) {
+                    (true, 1) => int8_tile_u::<12, 1>(ap, s, wp, ws, op, acc_stride),
+                    (true, 2) => int8_tile_u::<8, 2>(ap, s, wp, ws, op, acc_stride),
+                    (true, 3) => int8_tile_u::<6, 3>(ap, s, wp, ws, op, acc_stride),
+                    _ => dispatch_tile!(int8_tile_u, mr, nv, ap, s, wp, ws, op, acc_stride),
+                }
             }
             r += mr;
         }
         p += nv;
+    }
+}
+
+/// `dst[i] = src[i] ^ 0x80` (signed int8 to `+128` offset unsigned), 64 bytes per step.
+///
+/// # Safety
+/// The CPU must support [`bitpack::Isa::Avx512`].
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
+pub(crate) unsafe fn offset_i8(src: &[i8], dst: &mut [u8]) {
+    assert!(dst.len() >= src.len());
+    let bias = _mm512_set1_epi8(-128);
+    let mut i = 0;
+    while i < src.len() {
+        let rem = (src.len() - i).min(64);
+        let k: __mmask64 = if rem == 64 {
+            u64::MAX
+        } else {
+            (1u64 << rem) - 1
+        };
+        // SAFETY: the masked load and store touch bytes i..i + rem of src and dst (asserted).
+        unsafe {
+            let v = _mm512_maskz_loadu_epi8(k, src.as_ptr().add(i));
+            _mm512_mask_storeu_epi8(dst.as_mut_ptr().add(i).cast(), k, _mm512_xor_si512(v, bias));
+        }
+        i += 64;
     }
 }
 
@@ -766,4 +829,122 @@ pub(crate) unsafe fn or_last_words(words: &[u64], kw: usize, mask: u64) -> u64 {
         .zip(&pattern)
         .fold(0, |a, (x, p)| a | (x & p));
     tail | _mm512_reduce_or_epi64(acc) as u64
+}
+
+/// Bits `lo .. hi` of a 64-lane mask (empty when `hi <= lo`).
+#[inline]
+fn lane_bits64(lo: isize, hi: isize) -> u64 {
+    let (lo, hi) = (lo.clamp(0, 64) as u32, hi.clamp(0, 64) as u32);
+    if hi <= lo {
+        0
+    } else {
+        let upto = |b: u32| if b >= 64 { u64::MAX } else { (1u64 << b) - 1 };
+        upto(hi) & !upto(lo)
+    }
+}
+
+/// Int8 im2col with the `+128` offset of the VNNI kernel: output rows `r0 .. r0 + rows`
+/// (pixels in NHWC order of a `batch x ho x wo` output) into `dst` (row stride `s`), each byte
+/// `a ^ 0x80`, padded positions `0x80` (`a = 0`). Pixels are `cs` bytes; a kernel row of a
+/// pixel is `kw * cs` contiguous input bytes, copied 64 at a time: a masked load (columns
+/// outside the image and bytes beyond the kernel row masked off) and a full 64-byte store.
+/// Stores go in increasing address order, so a store's overhang is overwritten by the next
+/// one; the last may write up to 63 bytes past row `rows - 1`.
+///
+/// # Safety
+/// The CPU must support [`bitpack::Isa::Avx512`] (BW); `input` holds `batch * h * w * cs`
+/// bytes; `dst` `rows * s + 64` bytes with `s >= kh * kw * cs`; the rows lie inside the
+/// output.
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn im2col_i8_offset(
+    input: *const i8,
+    (h, w, ho, wo): (usize, usize, usize, usize),
+    (kh, kw, stride, pad): (usize, usize, usize, usize),
+    cs: usize,
+    (r0, rows, s): (usize, usize, usize),
+    dst: *mut i8,
+) {
+    let bias = _mm512_set1_epi8(-128);
+    let span = kw * cs;
+    let (mut b, mut oy, mut ox) = (r0 / (ho * wo), r0 / wo % ho, r0 % wo);
+    for r in 0..rows {
+        let d = dst.wrapping_add(r * s);
+        let ix0 = (ox * stride) as isize - pad as isize;
+        let interior_x = ix0 >= 0 && ix0 + kw as isize <= w as isize;
+        // Valid bytes of a kernel row: the columns inside the image.
+        let (vlo, vhi) = (-ix0 * cs as isize, (w as isize - ix0) * cs as isize);
+        for kr in 0..kh {
+            let iy = (oy * stride + kr) as isize - pad as isize;
+            let inside = (0..h as isize).contains(&iy);
+            let src = input
+                .wrapping_add((b * h + iy.max(0) as usize) * w * cs)
+                .wrapping_offset(ix0 * cs as isize);
+            let mut o = 0;
+            while o < span {
+                let n = (span - o).min(64) as isize;
+                let oi = o as isize;
+                let load = if !inside {
+                    0
+                } else if interior_x {
+                    lane_bits64(0, n)
+                } else {
+                    lane_bits64(vlo - oi, (vhi - oi).min(n))
+                };
+                // SAFETY: the load mask admits only bytes of columns inside image row iy (in
+                // bounds of input; masked-off lanes are not accessed); the store writes bytes
+                // kr * span + o .. + 64 of row r, inside dst's rows * s + 64 bytes.
+                unsafe {
+                    let v = _mm512_maskz_loadu_epi8(load, src.wrapping_add(o));
+                    _mm512_storeu_si512(
+                        d.wrapping_add(kr * span + o).cast(),
+                        _mm512_xor_si512(v, bias),
+                    );
+                }
+                o += 64;
+            }
+        }
+        // Row tail beyond the taps (weights are zero there): +128 offset zeros.
+        let mut o = kh * span;
+        while o < s {
+            // SAFETY: bytes o .. o + 64 of row r, inside dst's rows * s + 64 bytes.
+            unsafe { _mm512_storeu_si512(d.wrapping_add(o).cast(), bias) };
+            o += 64;
+        }
+        ox += 1;
+        if ox == wo {
+            ox = 0;
+            oy += 1;
+            if oy == ho {
+                oy = 0;
+                b += 1;
+            }
+        }
+    }
+}
+
+/// Whether every byte of `a` lies in `[-64, 64]`: `(v + 64) as u8 <= 128`, an unsigned max
+/// over 256 bytes per step (four independent vectors).
+///
+/// # Safety
+/// The CPU must support [`bitpack::Isa::Avx512`] (BW).
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
+pub(crate) unsafe fn act_range_ok(a: &[i8]) -> bool {
+    let off = _mm512_set1_epi8(64);
+    let mut mx = [_mm512_setzero_si512(); 4];
+    let mut chunks = a.chunks_exact(256);
+    for c in &mut chunks {
+        for (q, m) in mx.iter_mut().enumerate() {
+            // SAFETY: c holds 256 bytes.
+            let v = unsafe { _mm512_loadu_si512(c.as_ptr().add(q * 64).cast()) };
+            *m = _mm512_max_epu8(*m, _mm512_add_epi8(v, off));
+        }
+    }
+    let m = _mm512_max_epu8(_mm512_max_epu8(mx[0], mx[1]), _mm512_max_epu8(mx[2], mx[3]));
+    let over = _mm512_cmpgt_epu8_mask(m, _mm512_set1_epi8(-128));
+    over == 0
+        && chunks
+            .remainder()
+            .iter()
+            .all(|&v| (v as u8).wrapping_add(64) <= 128)
 }
