@@ -37,7 +37,14 @@ pub struct Int8Weights {
     /// `128 * sum_k w[j, k]` per channel (`n_pad` values, zero beyond `n`): what the offset
     /// activations add to channel `j`.
     wsum128: Vec<i32>,
+    /// Narrow layers (`n <= NARROW_N`, stride a multiple of 8): *pair panels* of 8 channels,
+    /// pair panel `h`, group pair `gp`, lane `2c + e`, byte `b` = `w[8h + c, 8gp + 4e + b]`
+    /// (zero beyond `n`); empty otherwise.
+    panels_pair: Vec<i8>,
 }
+
+/// Widest layer that uses the pair-panel VNNI kernel (one 8-byte broadcast per two groups).
+const NARROW_N: usize = 16;
 
 impl Int8Weights {
     /// Prepares `n` rows of `k` int8 weights (`n * ceil(k / 4) * 4` bytes, zero pad bytes).
@@ -88,6 +95,17 @@ impl Int8Weights {
                 wsum128[j] += 128 * i32::from(v);
             }
         }
+        let mut panels_pair = Vec::new();
+        if n <= NARROW_N && s.is_multiple_of(8) {
+            panels_pair = vec![0i8; n.div_ceil(8) * s * 8];
+            for j in 0..n {
+                let (h, c) = (j / 8, j % 8);
+                for kk in 0..s {
+                    let (gp, e, b) = (kk / 8, kk / 4 % 2, kk % 4);
+                    panels_pair[h * s * 8 + gp * 64 + (2 * c + e) * 4 + b] = w[j * s + kk];
+                }
+            }
+        }
         Ok(Int8Weights {
             n,
             k,
@@ -96,6 +114,7 @@ impl Int8Weights {
             panels,
             panels_s,
             wsum128,
+            panels_pair,
         })
     }
 
@@ -221,6 +240,25 @@ pub(crate) fn int8_block_offset(
     let (s, n_pad) = (w.s, w.n_pad());
     assert!(uses_offset_activations(isa));
     assert!(au.len() >= rows * s && acc.len() >= rows * n_pad);
+    #[cfg(target_arch = "x86_64")]
+    if !w.panels_pair.is_empty() {
+        // SAFETY: AVX-512 + VNNI checked; the assert bounds au and acc; the pair panels hold
+        // ceil(n / 8) panels of s * 8 bytes (s a multiple of 8) and wsum128 n_pad >= 8 *
+        // ceil(n / 8) values.
+        unsafe {
+            crate::x86::avx512::int8_rows_u2(
+                au.as_ptr(),
+                s,
+                rows,
+                w.panels_pair.as_ptr(),
+                w.wsum128.as_ptr(),
+                w.n.div_ceil(8),
+                acc.as_mut_ptr(),
+                n_pad,
+            )
+        }
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     // SAFETY: AVX-512 + VNNI checked; the assert bounds au and acc; the signed panels hold
     // n_pad / 16 panels of s * 16 bytes and wsum128 n_pad values.

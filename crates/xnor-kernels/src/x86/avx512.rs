@@ -470,6 +470,140 @@ pub(crate) unsafe fn int8_rows_u(
     }
 }
 
+/// Int8 VNNI micro-tile for **narrow layers** (`n <= 32`): like [`int8_tile_u`], but one
+/// 8-byte broadcast serves two groups of 4 `k`. Weights are in *pair panels* of 8 channels:
+/// lane `2c + e` holds channel `c`'s group `2gp + e` (see `Int8Weights`), so
+/// `vpdpbusd(broadcast_u64(au[8gp..8gp+8]), pair panel)` accumulates the even groups of each
+/// channel in lane `2c` and the odd groups in lane `2c + 1`. That halves the activation
+/// broadcasts per `vpdpbusd`, which bound the loop when a row meets only 1-2 weight
+/// vectors. The epilogue adds each lane pair (two permutes and an add per 16 channels) and
+/// subtracts `128 * sum(w)`.
+///
+/// # Safety
+/// The CPU must support [`bitpack::Isa::Avx512`] and AVX-512 VNNI; `a` valid for `MR` rows of
+/// `s` bytes (`s` a multiple of 8), `w` for `NH` pair panels of `s * 8` bytes, `wsum128` for
+/// `NH * 8` values, `out` for `MR` rows (stride `out_stride`) of `NH * 8` values.
+#[target_feature(
+    enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq,avx512vnni"
+)]
+unsafe fn int8_tile_u2<const MR: usize, const NH: usize>(
+    a: *const u8,
+    s: usize,
+    w: *const i8,
+    wsum128: *const i32,
+    out: *mut i32,
+    out_stride: usize,
+) {
+    let pstride = s * 8;
+    let mut acc = [[_mm512_setzero_si512(); NH]; MR];
+    let rows: [*const u8; MR] = std::array::from_fn(|i| a.wrapping_add(i * s));
+    let mut g = 0;
+    while g < s {
+        let mut wv = [_mm512_setzero_si512(); NH];
+        for (j, v) in wv.iter_mut().enumerate() {
+            // SAFETY: pair panel j, group pair g/8 (64 bytes) is in bounds (caller's contract).
+            *v = unsafe { _mm512_loadu_si512(w.add(j * pstride + g * 8).cast()) };
+        }
+        for (acc_i, &row) in acc.iter_mut().zip(&rows) {
+            // SAFETY: bytes g..g+8 of row i are in bounds (s is a multiple of 8).
+            let av = _mm512_set1_epi64(unsafe { row.add(g).cast::<i64>().read_unaligned() });
+            for j in 0..NH {
+                acc_i[j] = _mm512_dpbusd_epi32(acc_i[j], av, wv[j]);
+            }
+        }
+        g += 8;
+    }
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for (i, acc_i) in acc.iter().enumerate() {
+        let mut j = 0;
+        while j < NH {
+            // Channels 8j .. 8j + 16 (the second half is garbage-free zero work when
+            // j + 1 == NH: lanes of a zero vector).
+            let hi = if j + 1 < NH {
+                acc_i[j + 1]
+            } else {
+                _mm512_setzero_si512()
+            };
+            let sum = _mm512_add_epi32(
+                _mm512_permutex2var_epi32(acc_i[j], even, hi),
+                _mm512_permutex2var_epi32(acc_i[j], odd, hi),
+            );
+            // SAFETY: wsum128 holds NH * 8 values and out row i NH * 8 values from column
+            // 8j (caller's contract); the 8-channel tail uses 256-bit accesses.
+            unsafe {
+                if j + 1 < NH {
+                    let c = _mm512_loadu_si512(wsum128.add(j * 8).cast());
+                    _mm512_storeu_si512(
+                        out.add(i * out_stride + j * 8).cast(),
+                        _mm512_sub_epi32(sum, c),
+                    );
+                } else {
+                    let c = _mm256_loadu_si256(wsum128.add(j * 8).cast());
+                    _mm256_storeu_si256(
+                        out.add(i * out_stride + j * 8).cast(),
+                        _mm256_sub_epi32(_mm512_castsi512_si256(sum), c),
+                    );
+                }
+            }
+            j += 2;
+        }
+    }
+}
+
+/// Int8 VNNI block for narrow layers on offset activations (see [`int8_tile_u2`]): `rows`
+/// rows of `au` (stride `s`, a multiple of 8) against `nhalf` pair panels of 8 channels, in
+/// groups of up to 4 (full tiles `12 x 1..2`, `6 x 3..4`).
+///
+/// # Safety
+/// As [`int8_tile_u2`] for `rows` rows and `nhalf` pair panels; `wsum128` holds
+/// `nhalf * 8` values and `acc` `rows * acc_stride` values with `acc_stride >= nhalf * 8`.
+#[target_feature(
+    enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq,avx512vnni"
+)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn int8_rows_u2(
+    a: *const u8,
+    s: usize,
+    rows: usize,
+    w: *const i8,
+    wsum128: *const i32,
+    nhalf: usize,
+    acc: *mut i32,
+    acc_stride: usize,
+) {
+    let mut p = 0;
+    while p < nhalf {
+        let nh = (nhalf - p).min(4);
+        let mr_full = if nh <= 2 { 12 } else { 6 };
+        let mut r = 0;
+        while r < rows {
+            let full = rows - r >= mr_full;
+            let mr = if full {
+                mr_full
+            } else {
+                (rows - r).min(if nh <= 2 { 8 } else { 4 })
+            };
+            // SAFETY: offsets stay inside the buffers described by the caller's contract.
+            unsafe {
+                let ap = a.add(r * s);
+                let wp = w.add(p * s * 8);
+                let ws = wsum128.add(p * 8);
+                let op = acc.add(r * acc_stride + p * 8);
+                match (full, nh) {
+                    (true, 1) => int8_tile_u2::<12, 1>(ap, s, wp, ws, op, acc_stride),
+                    (true, 2) => int8_tile_u2::<12, 2>(ap, s, wp, ws, op, acc_stride),
+                    (true, 3) => int8_tile_u2::<6, 3>(ap, s, wp, ws, op, acc_stride),
+                    (true, _) => int8_tile_u2::<6, 4>(ap, s, wp, ws, op, acc_stride),
+                    _ => dispatch_tile!(int8_tile_u2, mr, nh, ap, s, wp, ws, op, acc_stride),
+                }
+            }
+            r += mr;
+        }
+        p += nh;
+    }
+}
+
 /// `dst[i] = src[i] ^ 0x80` (signed int8 to `+128` offset unsigned), 64 bytes per step.
 ///
 /// # Safety
