@@ -342,6 +342,135 @@ fn packed_int8_convnets_match_the_training_graph_bit_for_bit() {
     }
 }
 
+/// Rewrites a random leaf of a JSON value (numbers, strings, booleans, array lengths).
+fn mutate_json(v: &mut serde_json::Value, rng: &mut Rng) {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            let n = m.len();
+            if n == 0 {
+                return;
+            }
+            let k = m.keys().nth(rng.next() as usize % n).unwrap().clone();
+            if rng.next() % 16 == 0 {
+                m.remove(&k);
+            } else {
+                mutate_json(m.get_mut(&k).unwrap(), rng);
+            }
+        }
+        Value::Array(a) => {
+            if a.is_empty() || rng.next() % 8 == 0 {
+                match rng.next() % 3 {
+                    0 => {
+                        a.pop();
+                    }
+                    1 if !a.is_empty() => {
+                        let i = rng.next() as usize % a.len();
+                        let j = rng.next() as usize % a.len();
+                        a.swap(i, j);
+                    }
+                    _ => a.push(Value::from(0)),
+                }
+            } else {
+                let i = rng.next() as usize % a.len();
+                mutate_json(&mut a[i], rng);
+            }
+        }
+        Value::Number(_) => {
+            let choices = [
+                0i64,
+                1,
+                2,
+                3,
+                4,
+                7,
+                16,
+                63,
+                64,
+                65,
+                -1,
+                1 << 20,
+                i64::from(i32::MAX),
+                2_139_095_040,
+            ];
+            *v = Value::from(choices[rng.next() as usize % choices.len()]);
+        }
+        Value::String(_) => {
+            let choices = [
+                "identity",
+                "pad_a",
+                "projection",
+                "ternary",
+                "pow2",
+                "sign",
+                "uniform:4",
+                "twn",
+                "2/2",
+                "1/1",
+                "x",
+            ];
+            *v = Value::from(choices[rng.next() as usize % choices.len()]);
+        }
+        Value::Bool(b) => *b = !*b,
+        Value::Null => {}
+    }
+}
+
+#[test]
+fn edited_model_descriptions_load_or_fail_cleanly() {
+    // Every edit of the description is re-checksummed, so it reaches the loader's validation
+    // (a random byte flip would stop at the checksum); loading must give Ok or Err, never
+    // panic, and a model that loads must run.
+    for (arch, bits, seed) in [
+        ("resnet8-b", "1/1", 21u64),
+        ("D", "2/2", 22),
+        ("D", "1/1", 23),
+    ] {
+        let (_, _, bytes) = build_random_bits(arch, bits, InputShape::CIFAR, seed);
+        let good = PackedModel::load_bytes(&bytes, "test").unwrap();
+        let file = bitpack::load_tensors(&bytes).unwrap();
+        let tensors: std::collections::BTreeMap<String, bitpack::PackedTensor<'static>> = file
+            .tensors()
+            .iter()
+            .map(|(n, t)| {
+                let owned = match t {
+                    bitpack::PackedTensor::Bits(b) => b.clone().into_owned().into(),
+                    bitpack::PackedTensor::Int8(q) => q.clone().into_owned().into(),
+                };
+                (n.clone(), owned)
+            })
+            .collect();
+        let base = serde_json::to_value(good.meta()).unwrap();
+        let mut rng = Rng(seed * 977);
+        let (mut ok, mut err) = (0, 0);
+        for _ in 0..400 {
+            let mut v = base.clone();
+            for _ in 0..1 + rng.next() % 3 {
+                mutate_json(&mut v, &mut rng);
+            }
+            let Ok(meta) = serde_json::from_value::<minw_models::packed::ModelMeta>(v) else {
+                continue;
+            };
+            let b = minw_models::packed::to_bytes_mixed(&meta, &tensors).unwrap();
+            match PackedModel::load_bytes(&b, "edited") {
+                Ok(m) => {
+                    ok += 1;
+                    if m.image_len() <= 1 << 16 {
+                        let x = vec![0.25f32; m.image_len()];
+                        let _ = m.predict(&x, 1);
+                    }
+                }
+                Err(_) => err += 1,
+            }
+        }
+        eprintln!("{arch} {bits}: {ok} edits loaded, {err} rejected");
+        assert!(
+            err > 100,
+            "{arch} {bits}: only {err} edits rejected ({ok} loaded)"
+        );
+    }
+}
+
 #[test]
 fn resnet_files_with_inconsistent_layers_are_rejected() {
     use minw_models::packed::{LayerMeta, ShortcutMeta};
