@@ -77,7 +77,7 @@ pub use error::{Error, Result};
 pub use init::{Init, SeededRng};
 pub use layers::{
     KernelConstraint, QuantConfig, QuantConv2d, QuantConv2dConfig, QuantLinear, QuantLinearConfig,
-    quant_conv2d, quant_linear,
+    quant_conv2d, quant_linear, weight_init,
 };
 pub use loss::Loss;
 pub use norm::{Activation, BatchNorm, BatchNormConfig, batch_norm, hard_tanh};
