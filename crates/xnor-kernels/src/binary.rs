@@ -22,7 +22,15 @@ pub struct BinaryWeights {
     kw: usize,
     rows: Vec<u64>,
     panels: Vec<u64>,
+    /// Narrow layers (`n` in 9..=16 or 25..=32, `K` contiguous bits): *dword panels* of 16
+    /// channels,
+    /// panel `p`, dword `d`, lane `c` = dword `d` of channel `16p + c` (zero beyond `n`), for
+    /// `ceil(K / 32)` dwords; empty otherwise.
+    panels_d: Vec<u32>,
 }
+
+/// Widest layer that uses the dword-panel kernel.
+const NARROW_N: usize = 32;
 
 /// Checks that the pad bits of every row of `k` elements (`kw` words each) are zero.
 pub(crate) fn check_pad_bits(
@@ -104,12 +112,27 @@ impl BinaryWeights {
                 panels[p * kw * 8 + kk * 8 + lane] = w[j * kw + kk];
             }
         }
+        // Dword panels when the row is K contiguous bits (the GEMM layout, the conv's dense
+        // layout): K = 144 takes 5 dwords instead of 3 words (6 dwords).
+        let mut panels_d = Vec::new();
+        if n <= NARROW_N && n.div_ceil(8).is_multiple_of(2) && kw == reference::words(k) {
+            let kd = k.div_ceil(32);
+            panels_d = vec![0u32; n.div_ceil(16) * kd * 16];
+            for j in 0..n {
+                let (p, lane) = (j / 16, j % 16);
+                for d in 0..kd {
+                    let word = w[j * kw + d / 2];
+                    panels_d[p * kd * 16 + d * 16 + lane] = (word >> (32 * (d % 2))) as u32;
+                }
+            }
+        }
         BinaryWeights {
             n,
             k,
             kw,
             rows: w.to_vec(),
             panels,
+            panels_d,
         }
     }
 
@@ -151,6 +174,26 @@ pub(crate) fn binary_block(isa: Isa, a: &[u64], rows: usize, w: &BinaryWeights, 
     let n_pad = w.n_pad();
     assert!(a.len() >= rows * kw && acc.len() >= rows * n_pad);
     match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if !w.panels_d.is_empty() => {
+            // SAFETY: `isa` was checked available; the assert above bounds a (rows of kw words,
+            // of which the first ceil(k / 32) dwords are read) and acc (rows * n_pad with
+            // n_pad >= 16 * ceil(n / 16)); the dword panels hold ceil(n / 16) panels of
+            // ceil(k / 32) * 16 dwords.
+            unsafe {
+                crate::x86::avx512::binary_rows_d(
+                    a.as_ptr().cast(),
+                    2 * kw,
+                    w.k.div_ceil(32),
+                    rows,
+                    w.k as i32,
+                    w.panels_d.as_ptr(),
+                    w.n.div_ceil(16),
+                    acc.as_mut_ptr(),
+                    n_pad,
+                )
+            }
+        }
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => {
             // SAFETY: `isa` was checked available; the assert above bounds a and acc (one

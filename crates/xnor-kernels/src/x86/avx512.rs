@@ -221,6 +221,150 @@ pub(crate) unsafe fn binary_rows(
     }
 }
 
+/// Binary micro-tile on **dword panels** for narrow GEMMs (`n <= 32`): `MR` rows x `NV`
+/// panels of 16 channels, one 32-bit lane per channel, over `kd = ceil(K / 32)` dwords
+/// (`KD > 0`: known at compile time). Per dword: `acc += vpopcntd(broadcast(a_dword) ^ w)`,
+/// the same 512 binary MACs per XOR + POPCNT + ADD as the 64-bit kernel, but `K = 144` takes 5
+/// dwords instead of 3 words (6 dwords), 16 channels share one broadcast, and the counts are
+/// already `i32`: the epilogue is `K - 2 * pc` and one store per 16 channels.
+///
+/// # Safety
+/// The CPU must support [`bitpack::Isa::Avx512`]; `a` valid for `MR` rows of `a_stride`
+/// dwords (at least `kd` each), `w` for `NV` panels of `kd * 16` dwords, `out` for `MR` rows
+/// (stride `out_stride`) of `NV * 16` values.
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn binary_tile_d<const MR: usize, const NV: usize, const KD: usize>(
+    a: *const u32,
+    a_stride: usize,
+    kd: usize,
+    k: i32,
+    w: *const u32,
+    out: *mut i32,
+    out_stride: usize,
+) {
+    let kd = if KD > 0 { KD } else { kd };
+    let pstride = kd * 16;
+    let mut acc = [[_mm512_setzero_si512(); NV]; MR];
+    for d in 0..kd {
+        let mut wv = [_mm512_setzero_si512(); NV];
+        for (j, v) in wv.iter_mut().enumerate() {
+            // SAFETY: panel j dword d is in bounds (caller's contract).
+            *v = unsafe { _mm512_loadu_si512(w.add(j * pstride + d * 16).cast()) };
+        }
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            // SAFETY: dword d of row i is in bounds (caller's contract).
+            let av = _mm512_set1_epi32(unsafe { a.add(i * a_stride + d).read_unaligned() } as i32);
+            for j in 0..NV {
+                let pc = _mm512_popcnt_epi32(_mm512_xor_si512(av, wv[j]));
+                acc_i[j] = if d == 0 {
+                    pc
+                } else {
+                    _mm512_add_epi32(acc_i[j], pc)
+                };
+            }
+        }
+    }
+    let kv = _mm512_set1_epi32(k);
+    for (i, acc_i) in acc.iter().enumerate() {
+        for (j, &v) in acc_i.iter().enumerate() {
+            let dv = _mm512_sub_epi32(kv, _mm512_add_epi32(v, v));
+            // SAFETY: out row i, columns 16j..16j+16 are in bounds (caller's contract).
+            unsafe { _mm512_storeu_si512(out.add(i * out_stride + j * 16).cast(), dv) };
+        }
+    }
+}
+
+/// Binary block on dword panels (see [`binary_tile_d`]): `rows` rows of `a` (`a_stride`
+/// dwords each, the first `kd` read) against `npanels` 16-channel panels into `acc` (row
+/// stride `acc_stride >= npanels * 16`). Full tiles `24 x 1` and `12 x 2` (24 accumulators);
+/// `kd = 5` and `9` (ResNet-20's `K = 144` and `288`) unrolled.
+///
+/// # Safety
+/// As [`binary_tile_d`] for `rows` rows and `npanels` panels; `acc` valid for
+/// `rows * acc_stride` values.
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn binary_rows_d(
+    a: *const u32,
+    a_stride: usize,
+    kd: usize,
+    rows: usize,
+    k: i32,
+    w: *const u32,
+    npanels: usize,
+    acc: *mut i32,
+    acc_stride: usize,
+) {
+    let mut p = 0;
+    while p < npanels {
+        let nv = (npanels - p).min(2);
+        let mr_full = if nv == 1 { 24 } else { 12 };
+        let mut r = 0;
+        while r < rows {
+            let full = rows - r >= mr_full;
+            let mr = if full { mr_full } else { (rows - r).min(8) };
+            // SAFETY: offsets stay inside the buffers described by the caller's contract.
+            unsafe {
+                let ap = a.add(r * a_stride);
+                let wp = w.add(p * kd * 16);
+                let op = acc.add(r * acc_stride + p * 16);
+                let args = (ap, a_stride, kd, k, wp, op, acc_stride);
+                macro_rules! call {
+                    ($mr:literal, $nv:literal, $kd:literal) => {
+                        binary_tile_d::<$mr, $nv, $kd>(
+                            args.0, args.1, args.2, args.3, args.4, args.5, args.6,
+                        )
+                    };
+                }
+                match (full, nv, kd) {
+                    (true, 1, 5) => call!(24, 1, 5),
+                    (true, 1, 9) => call!(24, 1, 9),
+                    (true, 1, _) => call!(24, 1, 0),
+                    (true, _, 5) => call!(12, 2, 5),
+                    (true, _, 9) => call!(12, 2, 9),
+                    (true, _, _) => call!(12, 2, 0),
+                    (false, _, _) => {
+                        dispatch_tile!(
+                            binary_tile_d_small,
+                            mr,
+                            nv,
+                            ap,
+                            a_stride,
+                            kd,
+                            k,
+                            wp,
+                            op,
+                            acc_stride
+                        )
+                    }
+                }
+            }
+            r += mr;
+        }
+        p += nv;
+    }
+}
+
+/// [`binary_tile_d`] with a run-time dword count (tail tiles).
+///
+/// # Safety
+/// As [`binary_tile_d`].
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn binary_tile_d_small<const MR: usize, const NV: usize>(
+    a: *const u32,
+    a_stride: usize,
+    kd: usize,
+    k: i32,
+    w: *const u32,
+    out: *mut i32,
+    out_stride: usize,
+) {
+    // SAFETY: forwarded caller's contract.
+    unsafe { binary_tile_d::<MR, NV, 0>(a, a_stride, kd, k, w, out, out_stride) }
+}
+
 /// Binary micro-tile with the threshold epilogue fused: like [`binary_tile`], but instead of
 /// storing `i32` results it compares the 64-bit popcounts with the row's thresholds, given in
 /// the popcount domain (`K - 2 * pc < t <=> pc >= floor((K - t) / 2) + 1`, see
