@@ -299,7 +299,7 @@ pub(crate) fn binary_block_segments_avx512(
 /// (`n_pad / 8` bytes) at `out[r]`.
 ///
 /// # Safety
-/// Every `thr[r]` must be valid for `w.n_pad()` `i64` reads and every `out[r]` for
+/// Every `thr[r]` must be valid for `w.n_pad()` `i32` reads and every `out[r]` for
 /// `w.n_pad() / 8` byte writes (and not alias other rows' bytes); `flip` and `valid` must hold
 /// at least `w.n_pad() / 8` bytes (asserted).
 ///
@@ -315,7 +315,7 @@ pub(crate) unsafe fn binary_block_thr_avx512(
     k_stride: usize,
     rows: usize,
     w: &BinaryWeights,
-    thr: &[*const i64],
+    thr: &[*const i32],
     out: &[*mut u8],
     flip: &[u8],
     valid: &[u8],

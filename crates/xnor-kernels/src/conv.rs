@@ -662,7 +662,7 @@ impl BinaryConv2d {
         assert!(rows <= crate::ROW_BLOCK && chunk.len() >= rows * nw);
         chunk.fill(0);
         let base = chunk.as_mut_ptr().cast::<u8>();
-        let mut thr = [std::ptr::null::<i64>(); crate::ROW_BLOCK];
+        let mut thr = [std::ptr::null::<i32>(); crate::ROW_BLOCK];
         let mut out = [std::ptr::null_mut::<u8>(); crate::ROW_BLOCK];
         let mut pos = PixelIter::new(r0, ho, wo);
         for r in 0..rows {
@@ -675,7 +675,7 @@ impl BinaryConv2d {
                     offs: &[usize],
                     (seg_len, a_stride, k_stride): (usize, usize, usize),
                     n: usize,
-                    t: &[*const i64],
+                    t: &[*const i32],
                     o: &[*mut u8]| {
             // SAFETY: the thresholds rows hold n_pad values, the output pointers address
             // nw * 8 >= n_pad / 8 bytes of this chunk, and binary_block_thr_avx512 checks
@@ -751,7 +751,7 @@ impl BinaryConv2d {
             r += len;
         }
         if nborder > 0 {
-            let mut bt = [std::ptr::null::<i64>(); crate::ROW_BLOCK];
+            let mut bt = [std::ptr::null::<i32>(); crate::ROW_BLOCK];
             let mut bo = [std::ptr::null_mut::<u8>(); crate::ROW_BLOCK];
             with_cols(&COLS64, nborder * kwords, |cols| {
                 for (i, &br) in border[..nborder].iter().enumerate() {
@@ -999,16 +999,17 @@ impl BinaryConv2d {
 }
 
 /// Thresholds for the fused AVX-512 path, in the **popcount domain**: one row of `n_pad`
-/// `i64` per border case. Channel `c` of a pixel is negative (bit 1) exactly when
+/// `i32` per border case. Channel `c` of a pixel is negative (bit 1) exactly when
 /// `(acc - corr < t) ^ flip`, with `acc = K - 2 * pc`; that is `K - corr - t < 2 * pc`, i.e.
-/// `pc >= floor((K - corr - t) / 2) + 1` (exact in `i64`), so the kernel compares its 64-bit
-/// popcounts directly. Constant channels (`t = i32::MIN`, never below) get `i64::MAX`. Also
-/// the flip and valid-channel bits as bytes.
+/// `pc >= floor((K - corr - t) / 2) + 1` (computed in `i64`, exact), so the kernel compares
+/// popcounts directly. As `0 <= pc <= K`, the threshold is clamped to `0 ..= K + 1` without
+/// changing any comparison (`K + 1`: never; constant channels, `t = i32::MIN`, get `K + 1`).
+/// Also the flip and valid-channel bits as bytes.
 #[cfg(target_arch = "x86_64")]
 #[derive(Debug)]
 struct FusedThresholds {
     /// `cases x n_pad` popcount thresholds (a single row without corrections).
-    rows: Vec<i64>,
+    rows: Vec<i32>,
     /// Offsets into `rows` of the case row of output row `oy` and column `ox` (their sum is
     /// the row of pixel `(oy, ox)`); empty without corrections.
     y_off: Vec<usize>,
@@ -1027,12 +1028,14 @@ impl FusedThresholds {
         k: usize,
     ) -> Self {
         let t = th.normalised();
-        let pc_thr = |ch: usize, corr: i32| -> i64 {
-            if ch >= cout || t[ch] == i32::MIN {
-                i64::MAX
+        let never = k as i64 + 1;
+        let pc_thr = |ch: usize, corr: i32| -> i32 {
+            let t = if ch >= cout || t[ch] == i32::MIN {
+                never
             } else {
                 (k as i64 - i64::from(corr) - i64::from(t[ch])).div_euclid(2) + 1
-            }
+            };
+            t.clamp(0, never) as i32
         };
         let (rows, (y_off, x_off)) = match corr {
             None => (
@@ -1080,7 +1083,7 @@ impl FusedThresholds {
     /// The popcount thresholds of output pixel `(oy, ox)`: a pointer to `n_pad` values of
     /// `rows` (`oy`, `ox` inside the output it was built for).
     #[inline]
-    fn row_ptr(&self, oy: usize, ox: usize) -> *const i64 {
+    fn row_ptr(&self, oy: usize, ox: usize) -> *const i32 {
         let off = if self.y_off.is_empty() {
             0
         } else {

@@ -199,7 +199,7 @@ pub(crate) unsafe fn binary_rows(
                 let op = acc.add(r * acc_stride + p * 8);
                 dispatch_binary_tile!(
                     binary_tile,
-                    mr == mr_full,
+                    mr == full_tile_rows(nv),
                     tile_shape(nseg, seg_len),
                     mr,
                     nv,
@@ -366,14 +366,15 @@ unsafe fn binary_tile_d_small<const MR: usize, const NV: usize>(
 }
 
 /// Binary micro-tile with the threshold epilogue fused: like [`binary_tile`], but instead of
-/// storing `i32` results it compares the 64-bit popcounts with the row's thresholds, given in
-/// the popcount domain (`K - 2 * pc < t <=> pc >= floor((K - t) / 2) + 1`, see
-/// `conv.rs`), and stores packed signs: panel `j` (8 channels) writes the byte
-/// `((pc >= thr) ^ flip) & valid` at byte `j` of the row's output (channels are multiples of 8
-/// apart, so every panel owns one output byte). No narrowing, no `K - 2 * pc`.
+/// storing `i32` results it compares the popcounts with the row's thresholds, given in the
+/// popcount domain (`K - 2 * pc < t <=> pc >= floor((K - t) / 2) + 1`, clamped to
+/// `0 ..= K + 1`, see `conv.rs`), and stores packed signs: two panels' counts are narrowed
+/// into one vector (one permute), compared (`vpcmpd`), and the 16 bits
+/// `((pc >= thr) ^ flip) & valid` go to bytes `j, j + 1` of the row's output (channels are
+/// multiples of 8 apart, so every panel owns one output byte). No `K - 2 * pc`.
 ///
 /// # Safety
-/// As [`binary_acc!`] for `a`, `seg_offs` and `w`; `thr[i]` valid for `NV * 8` `i64`,
+/// As [`binary_acc!`] for `a`, `seg_offs` and `w`; `thr[i]` valid for `NV * 8` `i32`,
 /// `out[i]` for `NV` bytes (`i < MR`), `flip` and `valid` for `NV` bytes.
 #[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
 #[allow(clippy::too_many_arguments)]
@@ -385,7 +386,7 @@ unsafe fn binary_tile_thr<const MR: usize, const NV: usize, const NS: usize, con
     a_stride: usize,
     k_stride: usize,
     w: *const u64,
-    thr: *const *const i64,
+    thr: *const *const i32,
     out: *const *mut u8,
     flip: *const u8,
     valid: *const u8,
@@ -393,27 +394,27 @@ unsafe fn binary_tile_thr<const MR: usize, const NV: usize, const NS: usize, con
     // NS > 0: exactly NS segments of SL words, known at compile time (fully unrolled).
     let (nseg, seg_len) = if NS > 0 { (NS, SL) } else { (nseg, seg_len) };
     let acc = binary_acc!(MR, NV, a, seg_offs, nseg, seg_len, a_stride, k_stride, w);
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     for (i, acc_i) in acc.iter().enumerate() {
-        // SAFETY: thr and out hold MR row pointers; thresholds j*8..j*8+8 and flip/valid/out
-        // byte j are in bounds for j < NV (caller's contract).
+        // SAFETY: thr and out hold MR row pointers; thresholds j*8..j*8+16 and flip/valid/out
+        // bytes j, j+1 are in bounds for j < NV (caller's contract).
         unsafe {
             let (t, o) = (thr.add(i).read(), out.add(i).read());
-            let mut m = [0u8; NV];
-            for (j, &v) in acc_i.iter().enumerate() {
-                m[j] = _mm512_cmpge_epi64_mask(v, _mm512_loadu_si512(t.add(j * 8).cast()));
-            }
-            // Pairs of panels as one 16-bit mask (kunpckbw), stored with one 16-bit write.
+            // Two panels' counts narrowed into one vector, one compare per 16 channels.
             let mut j = 0;
             while j + 1 < NV {
-                let m2 = _mm512_kunpackb(u16::from(m[j + 1]), u16::from(m[j]));
+                let pc = _mm512_permutex2var_epi32(acc_i[j], even, acc_i[j + 1]);
+                let m = _mm512_cmpge_epi32_mask(pc, _mm512_loadu_si512(t.add(j * 8).cast()));
                 let f = flip.add(j).cast::<u16>().read_unaligned();
                 let v = valid.add(j).cast::<u16>().read_unaligned();
-                o.add(j).cast::<u16>().write_unaligned((m2 ^ f) & v);
+                o.add(j).cast::<u16>().write_unaligned((m ^ f) & v);
                 j += 2;
             }
             if j < NV {
+                let pc = _mm512_cvtepi64_epi32(acc_i[j]);
+                let m = _mm256_cmpge_epi32_mask(pc, _mm256_loadu_si256(t.add(j * 8).cast()));
                 o.add(j)
-                    .write((m[j] ^ flip.add(j).read()) & valid.add(j).read());
+                    .write((m ^ flip.add(j).read()) & valid.add(j).read());
             }
         }
     }
@@ -425,7 +426,7 @@ unsafe fn binary_tile_thr<const MR: usize, const NV: usize, const NS: usize, con
 ///
 /// # Safety
 /// As [`binary_rows`] for `a`, `seg_offs`, `w`; `thr` and `out` hold `rows` pointers, each
-/// valid for `npanels * 8` `i64` / `npanels` bytes; `flip` and `valid` for `npanels` bytes.
+/// valid for `npanels * 8` `i32` / `npanels` bytes; `flip` and `valid` for `npanels` bytes.
 #[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn binary_rows_thr(
@@ -437,7 +438,7 @@ pub(crate) unsafe fn binary_rows_thr(
     rows: usize,
     w: *const u64,
     npanels: usize,
-    thr: &[*const i64],
+    thr: &[*const i32],
     out: &[*mut u8],
     flip: *const u8,
     valid: *const u8,
@@ -451,7 +452,7 @@ pub(crate) unsafe fn binary_rows_thr(
         let nv = (npanels - p).min(4);
         let mr_full = full_tile_rows(nv);
         // Row pointers shifted to this panel group.
-        let mut tp = [std::ptr::null::<i64>(); 32];
+        let mut tp = [std::ptr::null::<i32>(); 32];
         let mut op = [std::ptr::null_mut::<u8>(); 32];
         for r in 0..rows {
             // SAFETY: panel p starts at channel 8p / byte p of every row (caller's contract).
@@ -473,7 +474,7 @@ pub(crate) unsafe fn binary_rows_thr(
                 let wp = w.add(p * kw * 8);
                 dispatch_binary_tile!(
                     binary_tile_thr,
-                    mr == mr_full,
+                    mr == full_tile_rows(nv),
                     tile_shape(nseg, seg_len),
                     mr,
                     nv,
