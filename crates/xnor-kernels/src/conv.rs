@@ -5,9 +5,13 @@
 //! of at most [`crate::ROW_BLOCK`] output pixels are computed by the micro-kernels of
 //! [`crate::binary_gemm`]:
 //! - with AVX-512 and the per-tap layout, runs of *interior* pixels (receptive field inside the
-//!   image) are read in place, one kernel-row segment of `kw * ceil(Cin / 64)` words each;
-//! - border pixels (and everything on other ISAs or with the dense layout) are gathered
-//!   ("packed im2col") into a per-thread buffer reused across blocks and calls;
+//!   image) are read in place, one kernel-row segment of `kw * ceil(Cin / 64)` words each; with
+//!   padding the input is first copied once with zero (+1) borders, so every pixel is interior;
+//! - with AVX-512 and the dense layout, a vectorised im2col (8 pixels per vector) writes a
+//!   word-major buffer the kernel reads with a k stride;
+//! - otherwise (other ISAs) pixels are gathered ("packed im2col") into a per-thread buffer
+//!   reused across blocks and calls; int8 with VNNI gathers `+128` offset bytes with masked
+//!   vector loads;
 //! - a 1x1, stride-1, unpadded conv reads the input in place.
 //!
 //! The result goes through the fused [`Output`] transform. With AVX-512 and
@@ -26,8 +30,8 @@
 //! [`PadMode::Zero`] (the training layers' rule): a padded position contributes exactly 0.
 //! im2col writes padded taps as +1 (all bits 0), which adds `S(o, t) = sum_c w[o, t, c]` for
 //! each padded tap `t`; the kernel subtracts `sum over padded taps of S(o, t)`, taken from a
-//! table of per-(border case, output channel) corrections built once per call (interior pixels
-//! need none). [`PadMode::One`] treats a padded position as +1 and skips the correction.
+//! table of per-(border case, output channel) corrections built once per input size and kept
+//! by the layer (interior pixels need none). [`PadMode::One`] treats a padded position as +1 and skips the correction.
 //! Int8 convs pad with the integer 0, which is exact with no correction.
 
 use std::cell::Cell;
