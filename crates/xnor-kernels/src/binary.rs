@@ -23,13 +23,12 @@ pub struct BinaryWeights {
     rows: Vec<u64>,
     panels: Vec<u64>,
     /// Narrow layers (`n` in 9..=16 or 25..=32, `K` contiguous bits): *dword panels* of 16
-    /// channels,
-    /// panel `p`, dword `d`, lane `c` = dword `d` of channel `16p + c` (zero beyond `n`), for
-    /// `ceil(K / 32)` dwords; empty otherwise.
+    /// channels: panel `p`, dword `d`, lane `c` = dword `d` of channel `16p + c` (zero beyond
+    /// `n`), for `ceil(K / 32)` dwords; empty otherwise.
     panels_d: Vec<u32>,
 }
 
-/// Widest layer that uses the dword-panel kernel.
+/// Widest layer that uses the dword-panel kernel (`x86/avx512.rs`, `binary_tile_d`).
 const NARROW_N: usize = 32;
 
 /// Checks that the pad bits of every row of `k` elements (`kw` words each) are zero.

@@ -6,17 +6,23 @@
 //! micro-tile of `MR` activation rows x `NV` panels keeps `MR * NV` zmm accumulators; for each
 //! word `kk` it loads `NV` weight vectors, broadcasts each row's word and does
 //! `acc += popcnt(broadcast(a) ^ w)`. Lanes are already per-channel popcounts, so there is no
-//! horizontal reduction: the tile ends with `K - 2 * popcount` in `i32` and one store per panel.
-//! Pad bits are zero in both operands, so the count is exact with the logical `K`. Every
-//! instruction of the inner loop is useful work (XOR, VPOPCNTQ, ADD per 512 bit-MACs), which is
-//! the register peak's instruction mix.
+//! horizontal reduction: the tile ends with `K - 2 * popcount` in `i32` (two panels narrowed by
+//! one permute) or, fused, with a compare against popcount-domain thresholds. Pad bits are
+//! zero in both operands, so the count is exact with the logical `K`. Every instruction of the
+//! inner loop is useful work (XOR, VPOPCNTQ, ADD per 512 bit-MACs), which is the register
+//! peak's instruction mix. Narrow GEMMs (`n <= 32`) use dword panels instead: 16 channels per
+//! vector, `vpopcntd` over `ceil(K / 32)` dwords (`binary_tile_d`).
+//!
+//! The conv helpers here are the vectorised im2col of the dense binary layout (word-major
+//! output) and of the int8 layout (`+128` offset bytes).
 //!
 //! # Int8 micro-kernel (VNNI)
 //! `vpdpbusd` multiplies unsigned by signed bytes. The activations are offset to unsigned,
 //! `au = a + 128` (`a ^ 0x80`, in `[64, 192]` for `a` in `[-64, 64]`), the weights stay
 //! signed, so a lane holds `sum(w * a) + 128 * sum(w)`; the per-channel `128 * sum(w)` is
 //! computed once with the weights and subtracted at the end (no per-row sums). Panels hold 16
-//! channels x 4 bytes per group of 4 `k` (channel = 32-bit lane). Bounds: each 4-product group
+//! channels x 4 bytes per group of 4 `k` (channel = 32-bit lane); for `n <= 16`, pair panels
+//! of 8 channels x 2 groups serve two groups per activation broadcast. Bounds: each 4-product group
 //! is at most `4 * 192 * 128 < 2^17` in magnitude and the `i32` sum at most `K * 192 * 128`,
 //! below `2^31` for `K <= MAX_INT8_K`.
 
