@@ -352,14 +352,14 @@ fn mutate_json(v: &mut serde_json::Value, rng: &mut Rng) {
                 return;
             }
             let k = m.keys().nth(rng.next() as usize % n).unwrap().clone();
-            if rng.next() % 16 == 0 {
+            if rng.next().is_multiple_of(16) {
                 m.remove(&k);
             } else {
                 mutate_json(m.get_mut(&k).unwrap(), rng);
             }
         }
         Value::Array(a) => {
-            if a.is_empty() || rng.next() % 8 == 0 {
+            if a.is_empty() || rng.next().is_multiple_of(8) {
                 match rng.next() % 3 {
                     0 => {
                         a.pop();
