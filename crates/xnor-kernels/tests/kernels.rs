@@ -642,6 +642,213 @@ fn errors_are_reported() {
     ));
 }
 
+/// Calls `f` once per output kind (`I32`, `Affine`, `Packed`) for an `m x n` result and
+/// asserts that each call fails with `KernelError::Value` on `buffer` at `index` (`value`
+/// when given).
+fn expect_value_error(
+    what: &str,
+    m: usize,
+    n: usize,
+    (buffer, index, value): (&str, usize, Option<i64>),
+    f: &dyn Fn(Output<'_>) -> Result<(), KernelError>,
+) {
+    let (scale, bias) = (vec![1.0f32; n], vec![0.0f32; n]);
+    let th = Thresholds::new(&vec![0; n], &vec![Direction::Increasing; n]).unwrap();
+    let (mut o32, mut of, mut ob) = (
+        vec![0; m * n],
+        vec![0.0; m * n],
+        vec![0; m * n.div_ceil(64)],
+    );
+    let outs = [
+        Output::I32(&mut o32),
+        Output::Affine {
+            scale: &scale,
+            bias: &bias,
+            out: &mut of,
+        },
+        Output::Packed {
+            thresholds: &th,
+            out: &mut ob,
+        },
+    ];
+    for out in outs {
+        let kind = match out {
+            Output::I32(_) => "I32",
+            Output::Affine { .. } => "Affine",
+            Output::Packed { .. } => "Packed",
+        };
+        match f(out) {
+            Err(KernelError::Value {
+                buffer: b,
+                index: i,
+                value: v,
+                ..
+            }) if b == buffer && i == index && value.is_none_or(|x| x == v) => {}
+            r => panic!(
+                "{what} {kind}: expected Value {{ {buffer}, {index}, {value:?} }}, got {r:?}"
+            ),
+        }
+    }
+}
+
+/// Bad activations (a set pad bit, an out-of-range int8 value) at the first, a middle and the
+/// last row, in every word / byte position that holds pad bits or values, are rejected by every
+/// entry point on every ISA and through every output kind, also where the check rides on the
+/// kernel's own pass (the AVX-512 dword-panel binary kernel, the VNNI offset pass) and on a
+/// thread pool. On error the output contents are unspecified, so only the error is checked.
+#[test]
+fn bad_inputs_are_rejected_everywhere() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    for threads in [1, 3] {
+        let run = |f: &mut (dyn FnMut() + Send)| {
+            if threads == 1 {
+                f()
+            } else {
+                pool.install(&mut *f)
+            }
+        };
+        let ms: &[usize] = if threads == 1 { &[1, 25, 400] } else { &[1200] };
+        // Binary GEMM: every K with pad bits, the dword-panel widths and others.
+        for k in [1usize, 31, 63, 65, 127, 144, 161, 200, 288, 300] {
+            let kw = k.div_ceil(64);
+            let w = BinaryWeights::new(&vec![0; 32 * kw], 32, k).unwrap();
+            for n in [1, 8, 9, 16, 24, 32] {
+                let w = BinaryWeights::new(&w.rows()[..n * kw], n, k).unwrap();
+                for &m in ms {
+                    for r in [0, 23, m / 2, m.saturating_sub(2), m - 1]
+                        .into_iter()
+                        .filter(|&r| r < m)
+                    {
+                        let pads = [k % 64, 63, 32.max(k % 64), (k % 64 + 40).min(63)];
+                        for bit in pads {
+                            let mut a = vec![0u64; m * kw];
+                            let idx = r * kw + kw - 1;
+                            a[idx] = 1 << bit;
+                            for isa in Isa::available() {
+                                let what = format!(
+                                    "binary gemm {isa} m{m} n{n} k{k} row {r} bit {bit} t{threads}"
+                                );
+                                run(&mut || {
+                                    expect_value_error(&what, m, n, ("a", idx, None), &|out| {
+                                        binary_gemm_with(isa, &a, &w, m, out)
+                                    })
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Int8 GEMM: a value outside [-64, 64] in the first / last column or a pad byte.
+        for k in [1usize, 3, 4, 5, 16, 63, 64, 65, 144, 288] {
+            let s = reference::int8_stride(k);
+            for n in [1, 8, 16, 17, 32, 64] {
+                let w = Int8Weights::new(&pad_rows(&vec![1; n * k], n, k), n, k).unwrap();
+                for &m in ms {
+                    for r in [0, 23, m / 2, m.saturating_sub(2), m - 1]
+                        .into_iter()
+                        .filter(|&r| r < m)
+                    {
+                        for c in [0, k - 1, s - 1] {
+                            for v in [65i8, -65, 127, -128] {
+                                let mut a = vec![1i8; m * s];
+                                let idx = r * s + c;
+                                a[idx] = v;
+                                for isa in Isa::available() {
+                                    let what = format!(
+                                        "int8 gemm {isa} m{m} n{n} k{k} at ({r}, {c}) = {v} t{threads}"
+                                    );
+                                    run(&mut || {
+                                        expect_value_error(
+                                            &what,
+                                            m,
+                                            n,
+                                            ("a", idx, Some(i64::from(v))),
+                                            &|out| int8_gemm_with(isa, &a, &w, m, out),
+                                        )
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Convs: the dense layout (cin 16, 32), per-tap (64, 65), in place and im2col, padded and
+    // not, strides 1-3 (stride 3 with a 2x2 kernel leaves input pixels that no tap reads).
+    for (cin, cout, k, stride, pad) in [
+        (16usize, 16, 3, 1, 1),
+        (32, 32, 3, 2, 1),
+        (16, 32, 2, 3, 0),
+        (64, 16, 3, 1, 1),
+        (65, 24, 1, 1, 0),
+        (33, 8, 3, 1, 0),
+    ] {
+        let (b, h, wd) = (2, 7, 9);
+        let cfg = Conv2dConfig {
+            stride,
+            padding: pad,
+            pad_mode: PadMode::Zero,
+        };
+        let cw = cin.div_ceil(64);
+        let conv = BinaryConv2d::new(&vec![0; cout * k * k * cw], cout, cin, k, k, cfg).unwrap();
+        let conv8 = Int8Conv2d::new(
+            &vec![0; cout * k * k * reference::int8_stride(cin)],
+            cout,
+            cin,
+            k,
+            k,
+            cfg,
+        )
+        .unwrap();
+        let (ho, wo) = conv.output_hw(h, wd).unwrap();
+        let m = b * ho * wo;
+        let pixels = b * h * wd;
+        if cin % 64 != 0 {
+            for p in [0, pixels / 2, pixels - 2, pixels - 1] {
+                for bit in [cin % 64, 63] {
+                    let mut x = vec![0u64; pixels * cw];
+                    let idx = p * cw + cw - 1;
+                    x[idx] = 1 << bit;
+                    for isa in Isa::available() {
+                        let what = format!(
+                            "binary conv {isa} cin{cin} k{k} s{stride} pixel {p} bit {bit}"
+                        );
+                        expect_value_error(&what, m, cout, ("input", idx, None), &|out| {
+                            conv.forward_with(isa, &x, b, h, wd, out)
+                        });
+                    }
+                }
+            }
+        }
+        let s = reference::int8_stride(cin);
+        for p in [0, pixels / 2, pixels - 2, pixels - 1] {
+            for c in [0, cin - 1, s - 1] {
+                for v in [65i8, -128] {
+                    let mut x = vec![0i8; pixels * s];
+                    let idx = p * s + c;
+                    x[idx] = v;
+                    for isa in Isa::available() {
+                        let what =
+                            format!("int8 conv {isa} cin{cin} k{k} s{stride} at ({p}, {c}) = {v}");
+                        expect_value_error(
+                            &what,
+                            m,
+                            cout,
+                            ("a", idx, Some(i64::from(v))),
+                            &|out| conv8.forward_with(isa, &x, b, h, wd, out),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
