@@ -1079,41 +1079,69 @@ unsafe fn im2col_dense_row_s<const S: usize>(
 }
 
 /// OR of `last & mask` over the last word of every `kw`-word row of `words`
-/// (`words.len()` a multiple of `kw`): 8 rows per step with a periodic mask for `kw <= 8`.
+/// (`words.len()` a multiple of `kw`): 8 rows per step with a periodic mask for `kw <= 8`,
+/// `kw` known at compile time so that the masks and one accumulator per vector stay in
+/// registers (independent chains: the step is bound by its loads, not by one OR chain).
 ///
 /// # Safety
 /// The CPU must support [`bitpack::Isa::Avx512`].
 #[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
 pub(crate) unsafe fn or_last_words(words: &[u64], kw: usize, mask: u64) -> u64 {
-    if kw == 0 || kw > 8 {
-        return words
-            .chunks_exact(kw.max(1))
-            .fold(0, |a, r| a | r[r.len() - 1])
-            & mask;
-    }
-    let mut pattern = [0u64; 64];
-    for r in 0..8 {
-        pattern[r * kw + kw - 1] = mask;
-    }
-    let mut acc = _mm512_setzero_si512();
-    let mut chunks = words.chunks_exact(8 * kw);
-    for c in &mut chunks {
-        for v in 0..kw {
-            // SAFETY: c and pattern hold 8 * kw words.
-            unsafe {
-                let x = _mm512_loadu_si512(c.as_ptr().add(8 * v).cast());
-                let p = _mm512_loadu_si512(pattern.as_ptr().add(8 * v).cast());
-                // acc | (x & p)
-                acc = _mm512_ternarylogic_epi64::<0xf8>(acc, x, p);
+    // SAFETY: AVX-512 is available (caller's contract).
+    unsafe {
+        match kw {
+            1 => or_last_words_k::<1>(words, mask),
+            2 => or_last_words_k::<2>(words, mask),
+            3 => or_last_words_k::<3>(words, mask),
+            4 => or_last_words_k::<4>(words, mask),
+            5 => or_last_words_k::<5>(words, mask),
+            6 => or_last_words_k::<6>(words, mask),
+            7 => or_last_words_k::<7>(words, mask),
+            8 => or_last_words_k::<8>(words, mask),
+            _ => {
+                words
+                    .chunks_exact(kw.max(1))
+                    .fold(0, |a, r| a | r[r.len() - 1])
+                    & mask
             }
         }
     }
+}
+
+/// [`or_last_words`] for `KW` words per row (`1..=8`).
+///
+/// # Safety
+/// The CPU must support [`bitpack::Isa::Avx512`].
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
+unsafe fn or_last_words_k<const KW: usize>(words: &[u64], mask: u64) -> u64 {
+    let mut pattern = [0u64; 64];
+    for r in 0..8 {
+        pattern[r * KW + KW - 1] = mask;
+    }
+    let mut pat = [_mm512_setzero_si512(); KW];
+    for (v, p) in pat.iter_mut().enumerate() {
+        // SAFETY: pattern holds 64 >= 8 * KW words.
+        *p = unsafe { _mm512_loadu_si512(pattern.as_ptr().add(8 * v).cast()) };
+    }
+    let mut acc = [_mm512_setzero_si512(); KW];
+    let mut chunks = words.chunks_exact(8 * KW);
+    for c in &mut chunks {
+        for v in 0..KW {
+            // SAFETY: c holds 8 * KW words.
+            let x = unsafe { _mm512_loadu_si512(c.as_ptr().add(8 * v).cast()) };
+            // acc | (x & p)
+            acc[v] = _mm512_ternarylogic_epi64::<0xf8>(acc[v], x, pat[v]);
+        }
+    }
+    let all = acc
+        .iter()
+        .fold(_mm512_setzero_si512(), |a, &v| _mm512_or_si512(a, v));
     let tail = chunks
         .remainder()
         .iter()
         .zip(&pattern)
         .fold(0, |a, (x, p)| a | (x & p));
-    tail | _mm512_reduce_or_epi64(acc) as u64
+    tail | _mm512_reduce_or_epi64(all) as u64
 }
 
 /// Bits `lo .. hi` of a 64-lane mask (empty when `hi <= lo`).
