@@ -1344,6 +1344,7 @@ impl Int8Conv2d {
                         rows,
                         &self.weights,
                         acc,
+                        false,
                     );
                 } else if uses_offset_activations(isa) {
                     // VNNI: im2col writes the +128 offset activations the kernel reads (64
@@ -1380,7 +1381,7 @@ impl Int8Conv2d {
                 } else {
                     with_cols(&COLS8, rows * s, |cols| {
                         im2col_i8(input, self.geom, cin, dims, (r0, rows, s), 0, cols);
-                        int8_block(isa, cols, rows, &self.weights, acc);
+                        int8_block(isa, cols, rows, &self.weights, acc, false);
                     });
                 }
             },

