@@ -472,25 +472,7 @@ fn convnet_int8_layers(
                 "the first layer reads the float image and every other layer quantized activations",
             ));
         }
-        if b.conv.bias().is_some() {
-            return Err(refuse(
-                format!("layer `{name}`"),
-                "has a bias (not supported)",
-            ));
-        }
-        let dims = b.conv.weight().dims().to_vec();
-        let [out_c, kh, kw, in_c] = dims[..] else {
-            return Err(refuse(
-                format!("layer `{name}`"),
-                format!("weight shape {dims:?} is not OHWI"),
-            ));
-        };
-        if kh != kw || in_c != c_in {
-            return Err(refuse(
-                format!("layer `{name}`"),
-                format!("weight shape {dims:?} unsupported"),
-            ));
-        }
+        let (out_c, kh) = conv_shape(&b.conv, c_in)?;
         let t = int8_weight(&name, b.conv.weight(), &cfg.quant, Layout::Ohwi)?;
         out.tensors.insert(format!("{name}.weight"), t.into());
         let (scale, shift) = bn_affine(&name, &b.bn, Activation::HardTanh)?;
@@ -500,7 +482,7 @@ fn convnet_int8_layers(
         out.layers.push(if i == 0 {
             LayerMeta::Int8FloatConv {
                 name: name.clone(),
-                in_channels: in_c,
+                in_channels: c_in,
                 out_channels: out_c,
                 kernel: kh,
                 stride,
@@ -513,7 +495,7 @@ fn convnet_int8_layers(
         } else {
             LayerMeta::Int8Conv {
                 name: name.clone(),
-                in_channels: in_c,
+                in_channels: c_in,
                 out_channels: out_c,
                 kernel: kh,
                 stride,
@@ -530,34 +512,20 @@ fn convnet_int8_layers(
             "int8_conv"
         };
         out.rows.push((name, kind.into(), 0));
-        let ho = (h + 2 * padding - kh) / stride + 1;
-        let wo = (w + 2 * padding - kw) / stride + 1;
-        (h, w) = if pool { (ho / 2, wo / 2) } else { (ho, wo) };
+        (h, w) = conv_out(h, w, kh, stride, padding, pool);
         c_in = out_c;
     }
     let mut features = h * w * c_in;
     for (j, b) in fcs.iter().enumerate() {
         let name = b.fc.name().to_string();
         let i = convs.len() + j;
-        if b.fc.bias().is_some() {
-            return Err(refuse(
-                format!("layer `{name}`"),
-                "has a bias (not supported)",
-            ));
-        }
         if b.fc.config().quant.input_quantizer.is_none() {
             return Err(refuse(
                 format!("layer `{name}`"),
                 "reads float activations; the int8 path needs quantized ones",
             ));
         }
-        let dims = b.fc.weight().dims().to_vec();
-        if dims.len() != 2 || dims[1] != features {
-            return Err(refuse(
-                format!("layer `{name}`"),
-                format!("weight shape {dims:?}, expected [_, {features}]"),
-            ));
-        }
+        let out_f = linear_shape(&b.fc, features)?;
         let t = int8_weight(&name, b.fc.weight(), &b.fc.config().quant, Layout::RowMajor)?;
         out.tensors.insert(format!("{name}.weight"), t.into());
         let last = j + 1 == fcs.len();
@@ -566,7 +534,7 @@ fn convnet_int8_layers(
             out.layers.push(LayerMeta::Int8DenseAffine {
                 name: name.clone(),
                 in_features: features,
-                out_features: dims[0],
+                out_features: out_f,
                 scale_bits: to_bits(&scale),
                 shift_bits: to_bits(&shift),
             });
@@ -577,14 +545,14 @@ fn convnet_int8_layers(
             out.layers.push(LayerMeta::Int8Dense {
                 name: name.clone(),
                 in_features: features,
-                out_features: dims[0],
+                out_features: out_f,
                 scale_bits: to_bits(&scale),
                 shift_bits: to_bits(&shift),
                 activation,
             });
             out.rows.push((name, "int8_dense".into(), 0));
         }
-        features = dims[0];
+        features = out_f;
     }
     Ok(features)
 }
@@ -593,17 +561,10 @@ fn to_bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
-/// Packs a conv's sign weights after checking its quantization, bias and shape
-/// (`[out, k, k, in_c]`); returns `(out, k)`.
-fn conv_weight(
-    conv: &aqe_candle::QuantConv2d,
-    in_c: usize,
-    float_input: bool,
-    key: String,
-    out: &mut Exported,
-) -> Result<(usize, usize)> {
+/// Checks that a conv has no bias and square OHWI weights over `in_c` channels; returns
+/// `(out, k)`.
+fn conv_shape(conv: &aqe_candle::QuantConv2d, in_c: usize) -> Result<(usize, usize)> {
     let name = conv.name();
-    check_quant(name, &conv.config().quant, float_input)?;
     if conv.bias().is_some() {
         return Err(refuse(
             format!("layer `{name}`"),
@@ -625,21 +586,31 @@ fn conv_weight(
             ),
         ));
     }
-    let wv = vec1(name, conv.weight())?;
-    let bits = BitTensor::from_f32(Layout::Ohwi, &dims, &wv)
-        .map_err(|e| refuse(format!("layer `{name}`"), e.to_string()))?;
-    out.tensors.insert(key, bits.into());
     Ok((out_c, kh))
 }
 
-/// Packs a linear layer's sign weights (`[out, features]`); returns `out`.
-fn linear_weight(
-    fc: &aqe_candle::QuantLinear,
-    features: usize,
+/// Packs a conv's sign weights after checking its quantization and [`conv_shape`]; returns
+/// `(out, k)`.
+fn conv_weight(
+    conv: &aqe_candle::QuantConv2d,
+    in_c: usize,
+    float_input: bool,
+    key: String,
     out: &mut Exported,
-) -> Result<usize> {
+) -> Result<(usize, usize)> {
+    let name = conv.name();
+    check_quant(name, &conv.config().quant, float_input)?;
+    let shape = conv_shape(conv, in_c)?;
+    let wv = vec1(name, conv.weight())?;
+    let bits = BitTensor::from_f32(Layout::Ohwi, conv.weight().dims(), &wv)
+        .map_err(|e| refuse(format!("layer `{name}`"), e.to_string()))?;
+    out.tensors.insert(key, bits.into());
+    Ok(shape)
+}
+
+/// Checks that a linear layer has no bias and weights `[out, features]`; returns `out`.
+fn linear_shape(fc: &aqe_candle::QuantLinear, features: usize) -> Result<usize> {
     let name = fc.name();
-    check_quant(name, &fc.config().quant, false)?;
     if fc.bias().is_some() {
         return Err(refuse(
             format!("layer `{name}`"),
@@ -653,11 +624,24 @@ fn linear_weight(
             format!("weight shape {dims:?}, expected [_, {features}]"),
         ));
     }
+    Ok(dims[0])
+}
+
+/// Packs a linear layer's sign weights after checking its quantization and [`linear_shape`];
+/// returns `out`.
+fn linear_weight(
+    fc: &aqe_candle::QuantLinear,
+    features: usize,
+    out: &mut Exported,
+) -> Result<usize> {
+    let name = fc.name();
+    check_quant(name, &fc.config().quant, false)?;
+    let out_f = linear_shape(fc, features)?;
     let wv = vec1(name, fc.weight())?;
-    let bits = BitTensor::from_f32(Layout::RowMajor, &dims, &wv)
+    let bits = BitTensor::from_f32(Layout::RowMajor, fc.weight().dims(), &wv)
         .map_err(|e| refuse(format!("layer `{name}`"), e.to_string()))?;
     out.tensors.insert(format!("{name}.weight"), bits.into());
-    Ok(dims[0])
+    Ok(out_f)
 }
 
 /// The layers of a CIFAR ResNet: stem, residual blocks, pooled classifier. Returns the
@@ -793,124 +777,89 @@ fn convnet_layers(
     input: crate::InputShape,
     out: &mut Exported,
 ) -> Result<usize> {
-    let Exported {
-        layers,
-        tensors,
-        rows,
-    } = out;
     let (mut h, mut w) = (input.height, input.width);
     let mut c_in = input.channels;
     for (i, b) in net.conv_blocks().iter().enumerate() {
         let name = b.conv.name().to_string();
         let cfg = b.conv.config();
-        check_quant(&name, &cfg.quant, i == 0)?;
-        if b.conv.bias().is_some() {
-            return Err(refuse(
-                format!("layer `{name}`"),
-                "has a bias (not supported)",
-            ));
-        }
-        let dims = b.conv.weight().dims().to_vec();
-        let [out_c, kh, kw, in_c] = dims[..] else {
-            return Err(refuse(
-                format!("layer `{name}`"),
-                format!("weight shape {dims:?} is not OHWI"),
-            ));
-        };
-        if kh != kw || in_c != c_in {
-            return Err(refuse(
-                format!("layer `{name}`"),
-                format!("weight shape {dims:?} unsupported"),
-            ));
-        }
-        let wv = vec1(&name, b.conv.weight())?;
-        let bits = BitTensor::from_f32(Layout::Ohwi, &dims, &wv)
-            .map_err(|e| refuse(format!("layer `{name}`"), e.to_string()))?;
-        tensors.insert(format!("{name}.weight"), bits.into());
+        let (out_c, k) = conv_weight(&b.conv, c_in, i == 0, format!("{name}.weight"), out)?;
         let (scale, shift) = bn_affine(&name, &b.bn, Activation::HardTanh)?;
-        let to_bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
         if i == 0 {
-            layers.push(LayerMeta::FloatConv {
+            out.layers.push(LayerMeta::FloatConv {
                 name: name.clone(),
-                in_channels: in_c,
+                in_channels: c_in,
                 out_channels: out_c,
-                kernel: kh,
+                kernel: k,
                 stride: cfg.stride,
                 padding: cfg.padding,
                 pool: b.pool,
                 scale_bits: to_bits(&scale),
                 shift_bits: to_bits(&shift),
             });
-            rows.push((name.clone(), "float_conv".to_string(), 0));
+            out.rows.push((name, "float_conv".to_string(), 0));
         } else {
-            let (t, d, constant) = fold_all(&name, &scale, &shift, kh * kw * in_c)?;
-            layers.push(LayerMeta::BinaryConv {
+            let (t, d, constant) = fold_all(&name, &scale, &shift, k * k * c_in)?;
+            out.layers.push(LayerMeta::BinaryConv {
                 name: name.clone(),
-                in_channels: in_c,
+                in_channels: c_in,
                 out_channels: out_c,
-                kernel: kh,
+                kernel: k,
                 stride: cfg.stride,
                 padding: cfg.padding,
                 pool: b.pool,
                 thresholds: t,
                 directions: d,
             });
-            rows.push((name.clone(), "binary_conv".to_string(), constant));
+            out.rows.push((name, "binary_conv".to_string(), constant));
         }
-        let ho = (h + 2 * cfg.padding - kh) / cfg.stride + 1;
-        let wo = (w + 2 * cfg.padding - kw) / cfg.stride + 1;
-        (h, w) = if b.pool { (ho / 2, wo / 2) } else { (ho, wo) };
+        (h, w) = conv_out(h, w, k, cfg.stride, cfg.padding, b.pool);
         c_in = out_c;
     }
     let mut features = h * w * c_in;
     let nfc = net.fc_blocks().len();
     for (i, b) in net.fc_blocks().iter().enumerate() {
         let name = b.fc.name().to_string();
-        let last = i + 1 == nfc;
-        check_quant(&name, &b.fc.config().quant, false)?;
-        if b.fc.bias().is_some() {
-            return Err(refuse(
-                format!("layer `{name}`"),
-                "has a bias (not supported)",
-            ));
-        }
-        let dims = b.fc.weight().dims().to_vec();
-        if dims.len() != 2 || dims[1] != features {
-            return Err(refuse(
-                format!("layer `{name}`"),
-                format!("weight shape {dims:?}, expected [_, {features}]"),
-            ));
-        }
-        let out = dims[0];
-        let wv = vec1(&name, b.fc.weight())?;
-        let bits = BitTensor::from_f32(Layout::RowMajor, &dims, &wv)
-            .map_err(|e| refuse(format!("layer `{name}`"), e.to_string()))?;
-        tensors.insert(format!("{name}.weight"), bits.into());
-        if last {
+        let out_f = linear_weight(&b.fc, features, out)?;
+        if i + 1 == nfc {
             let (scale, shift) = bn_affine(&name, &b.bn, Activation::Identity)?;
-            layers.push(LayerMeta::BinaryDenseAffine {
+            out.layers.push(LayerMeta::BinaryDenseAffine {
                 name: name.clone(),
                 in_features: features,
-                out_features: out,
-                scale_bits: scale.iter().map(|x| x.to_bits()).collect(),
-                shift_bits: shift.iter().map(|x| x.to_bits()).collect(),
+                out_features: out_f,
+                scale_bits: to_bits(&scale),
+                shift_bits: to_bits(&shift),
             });
-            rows.push((name.clone(), "binary_dense_affine".to_string(), 0));
+            out.rows.push((name, "binary_dense_affine".to_string(), 0));
         } else {
             let (scale, shift) = bn_affine(&name, &b.bn, Activation::HardTanh)?;
             let (t, d, constant) = fold_all(&name, &scale, &shift, features)?;
-            layers.push(LayerMeta::BinaryDense {
+            out.layers.push(LayerMeta::BinaryDense {
                 name: name.clone(),
                 in_features: features,
-                out_features: out,
+                out_features: out_f,
                 thresholds: t,
                 directions: d,
             });
-            rows.push((name.clone(), "binary_dense".to_string(), constant));
+            out.rows.push((name, "binary_dense".to_string(), constant));
         }
-        features = out;
+        features = out_f;
     }
     Ok(features)
+}
+
+/// Output size of a square-kernel conv with zero padding, then a 2x2/2 max-pool (floor) when
+/// `pool`.
+fn conv_out(
+    h: usize,
+    w: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+    pool: bool,
+) -> (usize, usize) {
+    let ho = (h + 2 * padding - k) / stride + 1;
+    let wo = (w + 2 * padding - k) / stride + 1;
+    if pool { (ho / 2, wo / 2) } else { (ho, wo) }
 }
 
 /// Sets every conv and linear weight of a freshly built model to values uniform in `[-1, 1)`,

@@ -554,6 +554,32 @@ fn f32s(bits: &[u32]) -> Vec<f32> {
     bits.iter().map(|&b| f32::from_bits(b)).collect()
 }
 
+/// A per-channel affine (BatchNorm `scale`, `shift`) stored as `f32` bit patterns: checks that
+/// both have `n` values and are finite; `what` prefixes the names in errors (`"conv2 "`).
+fn affine_params(
+    what: &str,
+    scale_bits: &[u32],
+    shift_bits: &[u32],
+    n: usize,
+    lerr: &dyn Fn(String) -> Error,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    for (name, bits) in [("scale", scale_bits), ("shift", shift_bits)] {
+        if bits.len() != n {
+            return Err(lerr(format!(
+                "{what}{name} has {} values, expected {n}",
+                bits.len()
+            )));
+        }
+    }
+    let (scale, shift) = (f32s(scale_bits), f32s(shift_bits));
+    for (name, v) in [("scale", &scale), ("shift", &shift)] {
+        if v.iter().any(|x| !x.is_finite()) {
+            return Err(lerr(format!("{what}{name} has a non-finite value")));
+        }
+    }
+    Ok((scale, shift))
+}
+
 #[derive(Debug)]
 enum Layer {
     FloatConv {
@@ -891,12 +917,6 @@ impl PackedModel {
                 let d: Vec<Direction> = d.iter().map(|&d| d.into()).collect();
                 Thresholds::new(t, &d).map_err(|e| lerr(e.to_string()))
             };
-            let finite = |what: &str, v: &[f32]| -> Result<()> {
-                if v.iter().any(|x| !x.is_finite()) {
-                    return Err(lerr(format!("{what} has a non-finite value")));
-                }
-                Ok(())
-            };
             let position_ok = match lm {
                 LayerMeta::FloatConv { .. }
                 | LayerMeta::StemConv { .. }
@@ -950,11 +970,8 @@ impl PackedModel {
                         *padding,
                         *pool,
                     )?;
-                    check_vec("scale", scale_bits.len(), *out_channels)?;
-                    check_vec("shift", shift_bits.len(), *out_channels)?;
-                    let (scale, shift) = (f32s(scale_bits), f32s(shift_bits));
-                    finite("scale", &scale)?;
-                    finite("shift", &shift)?;
+                    let (scale, shift) =
+                        affine_params("", scale_bits, shift_bits, *out_channels, &lerr)?;
                     let wv = weight()?.to_f32();
                     layers.push(Layer::FloatConv {
                         w: wv,
@@ -1049,11 +1066,8 @@ impl PackedModel {
                 } => {
                     let k = dense_in(*in_features, h, w, c, &lerr)?;
                     let wts = dense_weights(weight()?, *out_features, k, &lerr)?;
-                    check_vec("scale", scale_bits.len(), *out_features)?;
-                    check_vec("shift", shift_bits.len(), *out_features)?;
-                    let (scale, shift) = (f32s(scale_bits), f32s(shift_bits));
-                    finite("scale", &scale)?;
-                    finite("shift", &shift)?;
+                    let (scale, shift) =
+                        affine_params("", scale_bits, shift_bits, *out_features, &lerr)?;
                     layers.push(Layer::Classifier {
                         w: wts,
                         out: *out_features,
@@ -1102,11 +1116,8 @@ impl PackedModel {
                         *padding,
                         *pool,
                     )?;
-                    check_vec("scale", scale_bits.len(), *out_channels)?;
-                    check_vec("shift", shift_bits.len(), *out_channels)?;
-                    let (scale, shift) = (f32s(scale_bits), f32s(shift_bits));
-                    finite("scale", &scale)?;
-                    finite("shift", &shift)?;
+                    let (scale, shift) =
+                        affine_params("", scale_bits, shift_bits, *out_channels, &lerr)?;
                     let t = get8(&wname)?;
                     let sw = int8::weight_scale(t, &lerr)?;
                     let act = int8::Act::parse(activation, &lerr)?;
@@ -1175,11 +1186,8 @@ impl PackedModel {
                     let sw = int8::weight_scale(t, &lerr)?;
                     let wts = Int8Weights::new(t.data(), *out_features, k)
                         .map_err(|e| lerr(e.to_string()))?;
-                    check_vec("scale", scale_bits.len(), *out_features)?;
-                    check_vec("shift", shift_bits.len(), *out_features)?;
-                    let (scale, shift) = (f32s(scale_bits), f32s(shift_bits));
-                    finite("scale", &scale)?;
-                    finite("shift", &shift)?;
+                    let (scale, shift) =
+                        affine_params("", scale_bits, shift_bits, *out_features, &lerr)?;
                     let act = match lm {
                         LayerMeta::Int8Dense { activation, .. } => {
                             Some(int8::Act::parse(activation, &lerr)?)
@@ -1223,11 +1231,8 @@ impl PackedModel {
                         *padding,
                         false,
                     )?;
-                    check_vec("scale", scale_bits.len(), *out_channels)?;
-                    check_vec("shift", shift_bits.len(), *out_channels)?;
-                    let (scale, shift) = (f32s(scale_bits), f32s(shift_bits));
-                    finite("scale", &scale)?;
-                    finite("shift", &shift)?;
+                    let (scale, shift) =
+                        affine_params("", scale_bits, shift_bits, *out_channels, &lerr)?;
                     layers.push(Layer::Stem {
                         w: weight()?.to_f32(),
                         in_c: c,
@@ -1286,11 +1291,8 @@ impl PackedModel {
                         )));
                     }
                     let wts = dense_weights(weight()?, *out_features, c, &lerr)?;
-                    check_vec("scale", scale_bits.len(), *out_features)?;
-                    check_vec("shift", shift_bits.len(), *out_features)?;
-                    let (scale, shift) = (f32s(scale_bits), f32s(shift_bits));
-                    finite("scale", &scale)?;
-                    finite("shift", &shift)?;
+                    let (scale, shift) =
+                        affine_params("", scale_bits, shift_bits, *out_features, &lerr)?;
                     layers.push(Layer::PoolClassifier {
                         w: wts,
                         out: *out_features,

@@ -4,7 +4,7 @@
 use bitpack::{BitTensor, Isa, Layout};
 use xnor_kernels::{BinaryConv2d, Conv2dConfig, Output, PadMode, Thresholds};
 
-use super::{ShortcutMeta, Step, f32s};
+use super::{ShortcutMeta, Step, affine_params};
 use crate::error::{Error, Result};
 
 /// What the file says about one block, validated by [`Block::build`].
@@ -81,27 +81,6 @@ fn check_weight(
     Ok(())
 }
 
-fn affine(
-    what: &str,
-    scale_bits: &[u32],
-    shift_bits: &[u32],
-    n: usize,
-    lerr: &dyn Fn(String) -> Error,
-) -> Result<(Vec<f32>, Vec<f32>)> {
-    if scale_bits.len() != n || shift_bits.len() != n {
-        return Err(lerr(format!(
-            "{what} scale/shift have {}/{} values, expected {n}",
-            scale_bits.len(),
-            shift_bits.len()
-        )));
-    }
-    let (scale, shift) = (f32s(scale_bits), f32s(shift_bits));
-    if scale.iter().chain(&shift).any(|v| !v.is_finite()) {
-        return Err(lerr(format!("{what} scale/shift has a non-finite value")));
-    }
-    Ok((scale, shift))
-}
-
 impl Block {
     /// Validates `spec` against the stream it reads and the weight tensors (`names`: conv1,
     /// conv2, then the projection's), and prepares the convs. Returns the block and its shapes.
@@ -148,7 +127,7 @@ impl Block {
         };
         let conv1 = conv(&names[0], in_c, 3, stride, 1)?;
         let conv2 = conv(&names[1], out_c, 3, 1, 1)?;
-        let (scale, shift) = affine("conv2", scale_bits, shift_bits, out_c, lerr)?;
+        let (scale, shift) = affine_params("conv2 ", scale_bits, shift_bits, out_c, lerr)?;
         let shortcut = match shortcut {
             ShortcutMeta::Identity => {
                 if stride != 1 || in_c != out_c {
@@ -183,7 +162,8 @@ impl Block {
                     .get(2)
                     .ok_or_else(|| lerr("projection weight missing".into()))?;
                 let conv = conv(name, in_c, 1, stride, 0)?;
-                let (scale, shift) = affine("shortcut", scale_bits, shift_bits, out_c, lerr)?;
+                let (scale, shift) =
+                    affine_params("shortcut ", scale_bits, shift_bits, out_c, lerr)?;
                 Shortcut::Projection {
                     conv: Box::new(conv),
                     scale,
