@@ -49,18 +49,7 @@ pub(crate) struct Args {
 /// Entry point.
 pub(crate) fn run(args: Args) -> Result<()> {
     let threads = args.threads.max(1);
-    let want = threads.to_string();
-    if std::env::var("RAYON_NUM_THREADS").ok().as_deref() != Some(want.as_str()) {
-        let exe = std::env::current_exe().context("locating the xtask binary")?;
-        let status = std::process::Command::new(exe)
-            .args(std::env::args_os().skip(1))
-            .env("RAYON_NUM_THREADS", &want)
-            .env("CANDLE_NUM_THREADS", &want)
-            .status()
-            .context("re-running with RAYON_NUM_THREADS")?;
-        if !status.success() {
-            bail!("eval-packed failed ({status})");
-        }
+    if crate::rerun_with_threads(threads, "eval-packed")? {
         return Ok(());
     }
     eval(&args, threads)

@@ -11,7 +11,33 @@ mod fetch_data;
 mod reproduce_cifar;
 mod schedule_cmd;
 
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+
+/// Re-runs this xtask command in a child process with `RAYON_NUM_THREADS` and
+/// `CANDLE_NUM_THREADS` set to `threads` (both pools are sized once per process), unless this
+/// process already runs with that `RAYON_NUM_THREADS`. Returns `true` when the child ran (the
+/// caller is done), `false` when the caller should do the work itself.
+///
+/// # Errors
+/// When the child cannot be started or fails (`command` names it).
+pub(crate) fn rerun_with_threads(threads: usize, command: &str) -> Result<bool> {
+    let want = threads.to_string();
+    if std::env::var("RAYON_NUM_THREADS").ok().as_deref() == Some(want.as_str()) {
+        return Ok(false);
+    }
+    let exe = std::env::current_exe().context("locating the xtask binary")?;
+    let status = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("RAYON_NUM_THREADS", &want)
+        .env("CANDLE_NUM_THREADS", &want)
+        .status()
+        .context("re-running with RAYON_NUM_THREADS")?;
+    if !status.success() {
+        bail!("{command} failed ({status})");
+    }
+    Ok(true)
+}
 
 /// Project tasks for the MINW / AQE workspace.
 #[derive(Debug, Parser)]
