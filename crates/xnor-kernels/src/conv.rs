@@ -45,6 +45,8 @@ use crate::error::{KernelError, Result, check_len, mul};
 use crate::int8::{
     Int8Weights, check_act_range, int8_block, int8_block_offset, uses_offset_activations,
 };
+#[cfg(target_arch = "x86_64")]
+use crate::int8::{int8_block_offset_segments, segments_fit};
 use crate::reference;
 #[cfg(target_arch = "x86_64")]
 use rayon::prelude::*;
@@ -137,6 +139,8 @@ thread_local! {
     static COLS8: Cell<Vec<i8>> = const { Cell::new(Vec::new()) };
     static ACC_BORDER: Cell<Vec<i32>> = const { Cell::new(Vec::new()) };
     static PADDED: Cell<Vec<u64>> = const { Cell::new(Vec::new()) };
+    static DD_BUF: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
+    static PADDED8: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
 fn with_cols<T: Default + Clone, R>(
@@ -176,10 +180,52 @@ pub struct BinaryConv2d {
     /// Taps per word in the dense layout (`0` = one tap per `cw` words).
     dense: usize,
     weights: BinaryWeights,
+    /// Dword panels of the direct dense kernel (3x3, `Cin` 16 or 32, stride 1 or 2, `Cout` a
+    /// multiple of 16), used with AVX-512; `None` for other shapes.
+    dd: Option<DirectDense>,
     /// `S(o, t) = sum_c w[o, t, c]`, `cout x taps`.
     tap_sums: Vec<i32>,
     /// Tables of the last input size (and thresholds), shared by later calls.
     cache: Mutex<ConvCache>,
+}
+
+/// Weights of the direct dense 3x3 conv (`x86/avx512.rs`, `binary_tile_dd`): `cout / 16`
+/// dword panels of `dwords(cin)` dwords x 16 channels. `Cin = 32`: dword `d` is tap `d`;
+/// `Cin = 16`: dwords 0-2 hold taps `(0, kx)` (bits 0-15) and `(1, kx)` (bits 16-31) of
+/// column `kx`, dword 3 taps `(2, 0)` and `(2, 1)`, dword 4 tap `(2, 2)` (bits 16-31 zero).
+#[derive(Debug, Clone)]
+struct DirectDense {
+    panels: Vec<u32>,
+}
+
+impl DirectDense {
+    /// Dwords per output pixel (and per panel row).
+    const fn dwords(cin: usize) -> usize {
+        if cin == 16 { 5 } else { 9 }
+    }
+
+    /// The panels for OHWI weights of one word per tap, when the shape qualifies.
+    fn new(weights: &[u64], cout: usize, cin: usize, geom: &Geom) -> Option<Self> {
+        let shape_ok = geom.kh == 3 && geom.kw == 3 && (cin == 16 || cin == 32);
+        if !shape_ok || !(1..=2).contains(&geom.stride) || cout == 0 || !cout.is_multiple_of(16) {
+            return None;
+        }
+        let kd = Self::dwords(cin);
+        let mut panels = vec![0u32; cout * kd];
+        for o in 0..cout {
+            let tap = |ky: usize, kx: usize| weights[o * 9 + ky * 3 + kx];
+            for d in 0..kd {
+                let v = match (cin, d) {
+                    (32, _) => tap(d / 3, d % 3),
+                    (_, 0..=2) => tap(0, d) | tap(1, d) << 16,
+                    (_, 3) => tap(2, 0) | tap(2, 1) << 16,
+                    _ => tap(2, 2),
+                };
+                panels[(o / 16) * kd * 16 + d * 16 + o % 16] = v as u32;
+            }
+        }
+        Some(DirectDense { panels })
+    }
 }
 
 impl Clone for BinaryConv2d {
@@ -192,6 +238,7 @@ impl Clone for BinaryConv2d {
             cw: self.cw,
             dense: self.dense,
             weights: self.weights.clone(),
+            dd: self.dd.clone(),
             tap_sums: self.tap_sums.clone(),
             cache: Mutex::default(),
         }
@@ -278,6 +325,7 @@ impl BinaryConv2d {
             cw,
             dense,
             weights: BinaryWeights::with_row_words(&rows, cout, k, kwords),
+            dd: DirectDense::new(weights, cout, cin, &geom),
             tap_sums,
             cache: Mutex::default(),
         })
@@ -782,6 +830,191 @@ impl BinaryConv2d {
         }
     }
 
+    /// Builds the pre-padded inputs of the direct dense kernel in `buf`: `batch` images of
+    /// `(h + 2p) x (w + 2p)` pixels, one `u32` per pixel (padded positions 0, i.e. +1,
+    /// corrected like im2col's) followed, for `Cin = 16`, by the same pixels as `u16` and by
+    /// the vertical pairs `pixel(y, x) | pixel(y + 1, x) << 16` (one `u32` per pixel; those
+    /// of an image's last row pair it with the next image and are never read); 16 bytes of
+    /// slack after each. Returns the byte offsets of the `u16` copy and of the pairs (0 for
+    /// `Cin = 32`), or `None` when a pad bit of the input is set.
+    #[cfg(target_arch = "x86_64")]
+    fn dd_input(
+        &self,
+        input: &[u64],
+        batch: usize,
+        h: usize,
+        w: usize,
+        buf: &mut Vec<u32>,
+    ) -> Option<(usize, usize)> {
+        let p = self.geom.pad;
+        let (hp, wp) = (h + 2 * p, w + 2 * p);
+        let np = batch * hp * wp;
+        let len32 = np + 4;
+        let (len16, lenv) = if self.cin == 16 {
+            (np.div_ceil(2) + 4, np + 4)
+        } else {
+            (0, 0)
+        };
+        buf.clear();
+        buf.resize(len32 + len16 + lenv, 0);
+        let (b32, rest) = buf.split_at_mut(len32);
+        let (b16, bv) = rest.split_at_mut(len16);
+        let mut any = 0;
+        for b in 0..batch {
+            for y in 0..h {
+                let s = (b * h + y) * w;
+                let d = (b * hp + y + p) * wp + p;
+                // SAFETY: AVX-512 is available (callers use this path only then); the source
+                // row holds w words, the destinations w values from pixel d (d + w <= np; the
+                // u16 copy holds np values).
+                any |= unsafe {
+                    crate::x86::avx512::narrow_pixels(
+                        input[s..s + w].as_ptr(),
+                        w,
+                        b32[d..d + w].as_mut_ptr(),
+                        if len16 > 0 {
+                            b16.as_mut_ptr().cast::<u16>().add(d)
+                        } else {
+                            std::ptr::null_mut()
+                        },
+                    )
+                };
+            }
+        }
+        if lenv > 0 {
+            for (i, v) in bv[..np - wp].iter_mut().enumerate() {
+                *v = b32[i] | b32[i + wp] << 16;
+            }
+        }
+        (any >> self.cin == 0).then_some((len32 * 4, (len32 + len16) * 4))
+    }
+
+    /// Output rows `r0 .. r0 + rows` with the direct dense kernel on the pre-padded input
+    /// `buf` (see [`BinaryConv2d::dd_input`]; `(b16, bv)` the byte offsets of its `u16` copy
+    /// and vertical pairs),
+    /// `dims = (hp, wp, ho, wo)`: `I32` rows into `acc` (row stride `cout`), or, with `fused`,
+    /// packed signs into `chunk` (`rows * ceil(cout / 64)` words).
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    fn dd_block(
+        &self,
+        buf: &[u32],
+        (b16, bv): (usize, usize),
+        (hp, wp, ho, wo): (usize, usize, usize, usize),
+        r0: usize,
+        rows: usize,
+        fused: Option<&FusedThresholds>,
+        acc: &mut [i32],
+        chunk: &mut [u64],
+    ) {
+        use crate::x86::avx512::{DdOut, binary_run_dd};
+        let dd = self.dd.as_ref().expect("direct dense weights");
+        let (cin, s, cout) = (self.cin, self.geom.stride, self.cout);
+        let kd = DirectDense::dwords(cin);
+        let bytes = buf.len() * 4;
+        let nw = cout.div_ceil(64);
+        static ZERO: [usize; 1] = [0];
+        let mut o = DdOut {
+            acc: acc.as_mut_ptr(),
+            acc_stride: cout,
+            thr: std::ptr::null(),
+            xoff: ZERO.as_ptr(),
+            xstep: 0,
+            out: chunk.as_mut_ptr().cast(),
+            out_stride: nw * 8,
+            flip: std::ptr::null(),
+            valid: std::ptr::null(),
+        };
+        match fused {
+            Some(f) => {
+                assert!(chunk.len() >= rows * nw);
+                assert!(f.flip.len() >= cout / 8 && f.valid.len() >= cout / 8);
+                assert!(f.rows.len() >= cout && f.x_off.len() == f.y_off.len().min(1) * wo);
+                chunk.fill(0);
+                (o.flip, o.valid) = (f.flip.as_ptr(), f.valid.as_ptr());
+            }
+            None => assert!(acc.len() >= rows * cout),
+        }
+        let mut pos = PixelIter::new(r0, ho, wo);
+        let mut r = 0;
+        while r < rows {
+            let (b, oy, ox) = pos.peek();
+            let len = (rows - r).min(wo - ox);
+            let mut offs = [0usize; 9];
+            let px = |ky: usize| (b * hp + oy * s + ky) * wp + ox * s;
+            if cin == 32 {
+                for (d, o) in offs.iter_mut().enumerate() {
+                    *o = (px(d / 3) + d % 3) * 4;
+                }
+            } else {
+                for (kx, o) in offs.iter_mut().enumerate().take(3) {
+                    *o = bv + (px(0) + kx) * 4;
+                }
+                offs[3] = b16 + px(2) * 2;
+                offs[4] = (px(2) + 2) * 4;
+            }
+            for (d, &off) in offs.iter().enumerate().take(kd) {
+                let step = crate::x86::avx512::dd_step(cin, s, d);
+                assert!(
+                    off + (len - 1) * step + 4 <= bytes,
+                    "direct dense read out of bounds"
+                );
+            }
+            let mut or = DdOut {
+                acc: o.acc.wrapping_add(r * cout),
+                out: o.out.wrapping_add(r * nw * 8),
+                ..o
+            };
+            if let Some(f) = fused {
+                // The thresholds of output row oy's border case; x_off picks the column's
+                // (offsets within f.rows, each row cout values: checked when f was built).
+                if f.y_off.is_empty() {
+                    or.thr = f.rows.as_ptr();
+                } else {
+                    or.thr = f.rows[f.y_off[oy]..].as_ptr();
+                    or.xoff = f.x_off[ox..ox + len].as_ptr();
+                    or.xstep = 1;
+                }
+            }
+            let args = (buf.as_ptr().cast::<u8>(), &offs[..], len);
+            let (w, np, k) = (dd.panels.as_ptr(), cout / 16, self.weights.k() as i32);
+            // SAFETY: AVX-512 is available; every activation read is in bounds (asserted);
+            // the panels hold cout / 16 panels of kd * 16 dwords; acc / chunk hold the rows of
+            // the run (asserted), every threshold row cout values (FusedThresholds), flip and
+            // valid cout / 8 bytes (asserted).
+            unsafe {
+                match (cin, s, fused.is_some()) {
+                    (16, 1, false) => {
+                        binary_run_dd::<16, 1, false>(args.0, args.1, args.2, w, np, k, or)
+                    }
+                    (16, 1, true) => {
+                        binary_run_dd::<16, 1, true>(args.0, args.1, args.2, w, np, k, or)
+                    }
+                    (16, _, false) => {
+                        binary_run_dd::<16, 2, false>(args.0, args.1, args.2, w, np, k, or)
+                    }
+                    (16, _, true) => {
+                        binary_run_dd::<16, 2, true>(args.0, args.1, args.2, w, np, k, or)
+                    }
+                    (_, 1, false) => {
+                        binary_run_dd::<32, 1, false>(args.0, args.1, args.2, w, np, k, or)
+                    }
+                    (_, 1, true) => {
+                        binary_run_dd::<32, 1, true>(args.0, args.1, args.2, w, np, k, or)
+                    }
+                    (_, _, false) => {
+                        binary_run_dd::<32, 2, false>(args.0, args.1, args.2, w, np, k, or)
+                    }
+                    (_, _, true) => {
+                        binary_run_dd::<32, 2, true>(args.0, args.1, args.2, w, np, k, or)
+                    }
+                }
+            }
+            pos.advance(len);
+            r += len;
+        }
+    }
+
     /// The zero-padding corrections for an `h x w` input, from the cache when the last call
     /// had the same size.
     fn cached_corrections(&self, h: usize, w: usize, ho: usize, wo: usize) -> Arc<Corrections> {
@@ -849,11 +1082,15 @@ impl BinaryConv2d {
         }
         let interior_y = ys.iter().position(|&m| m == (1u32 << g.kh) - 1);
         let interior_x = xs.iter().position(|&m| m == (1u32 << g.kw) - 1);
+        let border_cols = (0..wo)
+            .filter(|&ox| interior_x != Some(usize::from(xi[ox])))
+            .collect();
         Corrections {
             yi,
             xi,
             ncols: xs.len(),
             interior: interior_y.zip(interior_x),
+            border_cols,
             table,
         }
     }
@@ -893,9 +1130,28 @@ impl BinaryConv2d {
         let (ho, wo) = self.output_hw(h, w)?;
         let pixels = mul(OP, mul(OP, batch, h)?, w)?;
         check_len(OP, "input", input.len(), mul(OP, pixels, self.cw)?)?;
-        check_pad_bits(OP, "input", input, pixels, self.cin)?;
         let m = batch * ho * wo;
         out.check(OP, m, self.cout)?;
+        // AVX-512, 3x3, Cin 16 or 32: the direct dense kernel on pre-padded narrow copies of
+        // the input (built here, which also checks the pad bits), no im2col.
+        #[cfg(target_arch = "x86_64")]
+        let dd = (isa == Isa::Avx512 && self.dd.is_some() && m > 0).then(|| {
+            let mut buf = DD_BUF.with(|c| c.take());
+            let offs16 = self.dd_input(input, batch, h, w, &mut buf);
+            (buf, offs16)
+        });
+        #[cfg(target_arch = "x86_64")]
+        if let Some((buf, offs16)) = dd {
+            let Some(offs16) = offs16 else {
+                DD_BUF.with(|c| c.set(buf));
+                check_pad_bits(OP, "input", input, pixels, self.cin)?;
+                unreachable!("dd_input reported a pad bit the check did not find");
+            };
+            let r = self.forward_dd(&buf, offs16, batch, (h, w, ho, wo), out);
+            DD_BUF.with(|c| c.set(buf));
+            return r;
+        }
+        check_pad_bits(OP, "input", input, pixels, self.cin)?;
         let kwords = self.weights.words_per_row();
         let n_pad = self.weights.n_pad();
         let dims = (h, w, ho, wo);
@@ -998,6 +1254,70 @@ impl BinaryConv2d {
         if prepad {
             PADDED.with(|c| c.set(padded));
         }
+        Ok(())
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl BinaryConv2d {
+    /// The forward pass on the direct dense kernel: `buf` is the pre-padded input from
+    /// [`BinaryConv2d::dd_input`] (`offs16` the byte offsets of its `u16` copy and vertical
+    /// pairs).
+    fn forward_dd(
+        &self,
+        buf: &[u32],
+        offs16: (usize, usize),
+        batch: usize,
+        (h, w, ho, wo): (usize, usize, usize, usize),
+        out: Output<'_>,
+    ) -> Result<()> {
+        let p = self.geom.pad;
+        let m = batch * ho * wo;
+        let dims = (h + 2 * p, w + 2 * p, ho, wo);
+        let corr = (self.pad_mode == PadMode::Zero && p > 0)
+            .then(|| self.cached_corrections(h, w, ho, wo));
+        let work = m * self.cout * DirectDense::dwords(self.cin) / 2;
+        let parallel = epilogue::want_parallel(m, work);
+        let n_pad = self.weights.n_pad();
+        if let Output::Packed { thresholds, out } = out {
+            let fused = self.cached_fused(thresholds, corr.as_deref(), h, w);
+            let nw = self.cout.div_ceil(64);
+            // No per-block buffers here: one block per task (about 4 per thread), or the
+            // whole output on one thread.
+            let rb = if parallel {
+                m.div_ceil(4 * rayon::current_num_threads()).max(ROW_BLOCK)
+            } else {
+                m
+            };
+            let body = |(bi, chunk): (usize, &mut [u64])| {
+                let r0 = bi * rb;
+                let rows = rb.min(m - r0);
+                self.dd_block(buf, offs16, dims, r0, rows, Some(&fused), &mut [], chunk);
+            };
+            if parallel {
+                out.par_chunks_mut(rb * nw).enumerate().for_each(body);
+            } else {
+                out.chunks_mut(rb * nw).enumerate().for_each(body);
+            }
+            return Ok(());
+        }
+        epilogue::run(
+            Isa::Avx512,
+            out,
+            m,
+            self.cout,
+            n_pad,
+            parallel,
+            // I32 rows are written in place (no block buffer): large blocks.
+            1024,
+            |r0, rows, acc| {
+                assert_eq!(n_pad, self.cout);
+                self.dd_block(buf, offs16, dims, r0, rows, None, acc, &mut []);
+                if let Some(c) = &corr {
+                    c.apply(r0, rows, ho, wo, self.cout, acc, n_pad);
+                }
+            },
+        );
         Ok(())
     }
 }
@@ -1139,8 +1459,14 @@ impl PixelIter {
 
     /// Skips `n` pixels.
     fn advance(&mut self, n: usize) {
-        for _ in 0..n {
-            self.next();
+        self.ox += n;
+        while self.ox >= self.wo {
+            self.ox -= self.wo;
+            self.oy += 1;
+            if self.oy == self.ho {
+                self.oy = 0;
+                self.b += 1;
+            }
         }
     }
 
@@ -1168,6 +1494,9 @@ struct Corrections {
     xi: Vec<u16>,
     ncols: usize,
     interior: Option<(usize, usize)>,
+    /// Output columns outside the interior column class, ascending (all when there is no
+    /// interior class).
+    border_cols: Vec<usize>,
     table: Vec<i32>,
 }
 
@@ -1183,18 +1512,35 @@ impl Corrections {
         acc: &mut [i32],
         n_pad: usize,
     ) {
+        // Run by run (one output row's pixels each); rows of the interior row class visit
+        // only their border columns.
         let mut pos = PixelIter::new(r0, ho, wo);
-        for r in 0..rows {
-            let (_, oy, ox) = pos.next();
+        let mut r = 0;
+        while r < rows {
+            let (_, oy, ox) = pos.peek();
+            let len = (rows - r).min(wo - ox);
             let yc = self.yi[oy] as usize;
-            let xc = self.xi[ox] as usize;
-            if self.interior == Some((yc, xc)) {
-                continue;
+            let mut sub = |x: usize| {
+                let xc = self.xi[x] as usize;
+                let t = &self.table[(yc * self.ncols + xc) * cout..][..cout];
+                let row = (r + x - ox) * n_pad;
+                for (a, c) in acc[row..row + cout].iter_mut().zip(t) {
+                    *a -= c;
+                }
+            };
+            if self.interior.is_some_and(|(iy, _)| iy == yc) {
+                let from = self.border_cols.partition_point(|&x| x < ox);
+                for &x in self.border_cols[from..]
+                    .iter()
+                    .take_while(|&&x| x < ox + len)
+                {
+                    sub(x);
+                }
+            } else {
+                (ox..ox + len).for_each(sub);
             }
-            let t = &self.table[(yc * self.ncols + xc) * cout..][..cout];
-            for (a, c) in acc[r * n_pad..r * n_pad + cout].iter_mut().zip(t) {
-                *a -= c;
-            }
+            pos.advance(len);
+            r += len;
         }
     }
 }
@@ -1320,13 +1666,39 @@ impl Int8Conv2d {
         let (ho, wo) = self.output_hw(h, w)?;
         let pixels = mul(OP, mul(OP, batch, h)?, w)?;
         check_len(OP, "input", input.len(), mul(OP, pixels, self.cs)?)?;
-        check_act_range(OP, input)?;
         let m = batch * ho * wo;
         out.check(OP, m, self.cout)?;
         let s = self.weights.stride();
         let cin = self.cs;
         let dims = (h, w, ho, wo);
         let in_place = self.geom.in_place() && s == cin;
+        // VNNI: a pre-padded, +128 offset copy of the input (built here, which also checks the
+        // activation range) read in place, one segment per kernel row: no im2col.
+        #[cfg(target_arch = "x86_64")]
+        if uses_offset_activations(isa)
+            && !in_place
+            && m > 0
+            && self.geom.kh <= 32
+            && s == self.geom.taps() * cin
+            && segments_fit(&self.weights, self.geom.kw * cin)
+        {
+            let mut buf = PADDED8.with(|c| c.take());
+            let ok = self.offset_padded(input, batch, h, w, &mut buf);
+            let r = if ok {
+                self.forward_padded(isa, &buf, batch, dims, out);
+                Ok(())
+            } else {
+                check_act_range(OP, input)
+            };
+            PADDED8.with(|c| c.set(buf));
+            r?;
+            assert!(
+                ok,
+                "offset pass reported a value the range check did not find"
+            );
+            return Ok(());
+        }
+        check_act_range(OP, input)?;
         let parallel = epilogue::want_parallel(m, m * self.cout * s / 8);
         epilogue::run(
             isa,
@@ -1387,6 +1759,96 @@ impl Int8Conv2d {
             },
         );
         Ok(())
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Int8Conv2d {
+    /// Writes `batch` images of `(h + 2p) x (w + 2p)` pixels of `cs` bytes into `buf`, the
+    /// input's bytes offset by `+128` (`^ 0x80`) and padded positions `0x80` (the integer 0),
+    /// plus 64 bytes of slack. Returns whether every input value lies in `[-64, 64]`.
+    fn offset_padded(
+        &self,
+        input: &[i8],
+        batch: usize,
+        h: usize,
+        w: usize,
+        buf: &mut Vec<u8>,
+    ) -> bool {
+        let (p, cs) = (self.geom.pad, self.cs);
+        let (hp, wp) = (h + 2 * p, w + 2 * p);
+        buf.clear();
+        buf.resize(batch * hp * wp * cs + 64, 0x80);
+        let row = w * cs;
+        let mut ok = true;
+        for b in 0..batch {
+            for y in 0..h {
+                let s = (b * h + y) * row;
+                let d = ((b * hp + y + p) * wp + p) * cs;
+                // SAFETY: AVX-512 is available (the VNNI path); both slices hold `row` bytes.
+                ok &= unsafe {
+                    crate::x86::avx512::offset_i8(&input[s..s + row], &mut buf[d..d + row])
+                };
+            }
+        }
+        ok
+    }
+
+    /// The forward pass reading the pre-padded offset input `buf` (see
+    /// [`Int8Conv2d::offset_padded`]) in place: each run of output pixels of one output row is
+    /// one kernel call with one segment of `kw * cs` bytes per kernel row.
+    fn forward_padded(
+        &self,
+        isa: Isa,
+        buf: &[u8],
+        batch: usize,
+        (h, w, ho, wo): (usize, usize, usize, usize),
+        out: Output<'_>,
+    ) {
+        let Geom {
+            kh,
+            kw,
+            stride,
+            pad,
+        } = self.geom;
+        let (cs, s) = (self.cs, self.weights.stride());
+        let (hp, wp) = (h + 2 * pad, w + 2 * pad);
+        let m = batch * ho * wo;
+        let n_pad = self.weights.n_pad();
+        let parallel = epilogue::want_parallel(m, m * self.cout * s / 8);
+        epilogue::run(
+            isa,
+            out,
+            m,
+            self.cout,
+            n_pad,
+            parallel,
+            ROW_BLOCK,
+            |r0, rows, acc| {
+                let mut pos = PixelIter::new(r0, ho, wo);
+                let mut r = 0;
+                while r < rows {
+                    let (b, oy, ox) = pos.peek();
+                    let len = (rows - r).min(wo - ox);
+                    let mut offs = [0usize; 32];
+                    for (ky, o) in offs.iter_mut().enumerate().take(kh) {
+                        *o = ((b * hp + oy * stride + ky) * wp + ox * stride) * cs;
+                    }
+                    int8_block_offset_segments(
+                        isa,
+                        buf,
+                        &offs[..kh],
+                        kw * cs,
+                        stride * cs,
+                        len,
+                        &self.weights,
+                        &mut acc[r * n_pad..(r + len) * n_pad],
+                    );
+                    pos.advance(len);
+                    r += len;
+                }
+            },
+        );
     }
 }
 

@@ -273,42 +273,88 @@ pub(crate) fn int8_block_offset(
     w: &Int8Weights,
     acc: &mut [i32],
 ) {
-    let (s, n_pad) = (w.s, w.n_pad());
+    int8_block_offset_segments(isa, au, &[0], w.s, w.s, rows, w, acc);
+}
+
+/// Whether [`int8_block_offset_segments`] takes segments of `len` bytes for these weights
+/// (a multiple of 4, and of 8 when the narrow pair-panel kernel is used).
+pub(crate) fn segments_fit(w: &Int8Weights, len: usize) -> bool {
+    len > 0
+        && w.s.is_multiple_of(len)
+        && len.is_multiple_of(if w.panels_pair.is_empty() { 4 } else { 8 })
+}
+
+/// [`int8_block_offset`] reading row `i` as the concatenation of `offs.len()` segments of
+/// `len` bytes, segment `s` at `au[offs[s] + i * px ..]` (a conv reading a pre-padded, offset
+/// input in place: one segment per kernel row).
+///
+/// # Panics
+/// As [`int8_block_offset`]; when the segments do not make up a weight row
+/// (`offs.len() * len != w.stride()`, see [`segments_fit`]) or a segment read is out of
+/// bounds.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn int8_block_offset_segments(
+    isa: Isa,
+    au: &[u8],
+    offs: &[usize],
+    len: usize,
+    px: usize,
+    rows: usize,
+    w: &Int8Weights,
+    acc: &mut [i32],
+) {
+    let n_pad = w.n_pad();
     assert!(uses_offset_activations(isa));
-    assert!(au.len() >= rows * s && acc.len() >= rows * n_pad);
+    assert!(acc.len() >= rows * n_pad && offs.len() * len == w.s && segments_fit(w, len));
+    if rows == 0 {
+        return;
+    }
+    for &o in offs {
+        assert!(
+            o + (rows - 1) * px + len <= au.len(),
+            "int8 segment read out of bounds"
+        );
+    }
     #[cfg(target_arch = "x86_64")]
-    if !w.panels_pair.is_empty() {
-        // SAFETY: AVX-512 + VNNI checked; the assert bounds au and acc; the pair panels hold
-        // ceil(n / 8) panels of s * 8 bytes (s a multiple of 8) and wsum128 n_pad >= 8 *
-        // ceil(n / 8) values.
+    {
+        let sg = crate::x86::avx512::Segs {
+            offs: offs.as_ptr(),
+            nseg: offs.len(),
+            len,
+            px,
+        };
+        if !w.panels_pair.is_empty() {
+            // SAFETY: AVX-512 + VNNI checked; the asserts bound every segment read and acc;
+            // the pair panels hold ceil(n / 8) panels of s * 8 bytes (len a multiple of 8)
+            // and wsum128 n_pad >= 8 * ceil(n / 8) values.
+            unsafe {
+                crate::x86::avx512::int8_rows_u2(
+                    au.as_ptr(),
+                    sg,
+                    rows,
+                    w.panels_pair.as_ptr(),
+                    w.wsum128.as_ptr(),
+                    w.n.div_ceil(8),
+                    acc.as_mut_ptr(),
+                    n_pad,
+                )
+            }
+            return;
+        }
+        // SAFETY: AVX-512 + VNNI checked; the asserts bound every segment read and acc; the
+        // signed panels hold n_pad / 16 panels of s * 16 bytes and wsum128 n_pad values.
         unsafe {
-            crate::x86::avx512::int8_rows_u2(
+            crate::x86::avx512::int8_rows_u(
                 au.as_ptr(),
-                s,
+                sg,
                 rows,
-                w.panels_pair.as_ptr(),
+                w.panels_s.as_ptr(),
                 w.wsum128.as_ptr(),
-                w.n.div_ceil(8),
+                n_pad / 16,
                 acc.as_mut_ptr(),
                 n_pad,
             )
         }
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512 + VNNI checked; the assert bounds au and acc; the signed panels hold
-    // n_pad / 16 panels of s * 16 bytes and wsum128 n_pad values.
-    unsafe {
-        crate::x86::avx512::int8_rows_u(
-            au.as_ptr(),
-            s,
-            rows,
-            w.panels_s.as_ptr(),
-            w.wsum128.as_ptr(),
-            n_pad / 16,
-            acc.as_mut_ptr(),
-            n_pad,
-        )
     }
 }
 

@@ -233,7 +233,7 @@ fn narrow_gemms_every_n_and_tile_shape() {
     }
     // Row counts around the tile heights (12, 8, 6), the 32-row blocks and the 384-row direct
     // blocks, with K tails in the 3- and 5-word ranges and beyond.
-    for &m in &[1, 6, 11, 12, 13, 24, 25, 385, 400] {
+    for &m in &[1, 6, 11, 12, 13, 16, 17, 24, 25, 385, 400] {
         for &n in &[8, 16, 24, 32, 64] {
             for &k in &[129, 144, 192, 257, 288, 320, 576] {
                 check_binary_gemm(m, n, k, (m * 131 + n * 7 + k) as u64);
@@ -438,12 +438,33 @@ fn dense_layout_convs_match_naive_conv() {
 }
 
 #[test]
+fn direct_dense_convs_match_naive_conv() {
+    // 3x3 convs with Cin 16 or 32, stride 1 or 2 and Cout a multiple of 16 take the direct
+    // dense kernel with AVX-512 (pre-padded narrow input copies, no im2col): every tile shape
+    // (24 x 1, 12 x 2 and the 8/4/2/1 tails) through rows of 1 to 32 output pixels, one to
+    // four panels, paddings 0-2, batch 2, tiny and ResNet-20-sized images.
+    let mut seed = 9000;
+    for &cin in &[16, 32] {
+        for &cout in &[16, 32, 48, 64] {
+            for &(h, w) in &[(1, 1), (2, 3), (5, 31), (9, 29), (32, 32)] {
+                for &(stride, pad) in &[(1, 1), (2, 1), (1, 0), (2, 0), (1, 2), (2, 2)] {
+                    if h + 2 * pad < 3 || w + 2 * pad < 3 || (h == 32 && cout % 32 != 0) {
+                        continue;
+                    }
+                    seed += 1;
+                    check_binary_conv(2, h, w, cin, cout, 3, stride, pad, seed);
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn conv_tables_follow_input_size_and_thresholds() {
     // One layer called with alternating input sizes and thresholds: the per-size tables it
     // keeps between calls must never be reused for another size or other thresholds.
     let mut rng = Rng(777);
-    for &cin in &[16, 64, 130] {
-        let cout = 20;
+    for &(cin, cout) in &[(16, 20), (16, 32), (32, 16), (64, 20), (130, 20)] {
         let cfg = Conv2dConfig {
             stride: 1,
             padding: 1,
@@ -778,11 +799,13 @@ fn bad_inputs_are_rejected_everywhere() {
             }
         }
     }
-    // Convs: the dense layout (cin 16, 32), per-tap (64, 65), in place and im2col, padded and
-    // not, strides 1-3 (stride 3 with a 2x2 kernel leaves input pixels that no tap reads).
+    // Convs: the direct dense kernel (3x3, cin 16, 32), the dense layout, per-tap (64, 65), in
+    // place and im2col, padded and not, strides 1-3 (stride 3 with a 2x2 kernel leaves input
+    // pixels that no tap reads).
     for (cin, cout, k, stride, pad) in [
         (16usize, 16, 3, 1, 1),
         (32, 32, 3, 2, 1),
+        (16, 64, 3, 2, 0),
         (16, 32, 2, 3, 0),
         (64, 16, 3, 1, 1),
         (65, 24, 1, 1, 0),
@@ -895,6 +918,7 @@ fn large_shapes_on_a_thread_pool_match() {
         check_int8_gemm(301, 72, 1000, 6, (-64, 64));
         check_binary_conv(2, 16, 15, 128, 70, 3, 1, 1, 7);
         check_binary_conv(2, 16, 16, 32, 64, 3, 2, 1, 8);
+        check_binary_conv(2, 32, 32, 16, 32, 3, 1, 1, 10);
         check_int8_conv(2, 16, 15, 64, 40, 3, 1, 1, 9);
     });
 }

@@ -283,7 +283,8 @@ unsafe fn binary_tile_d<const MR: usize, const NV: usize, const KD: usize>(
 
 /// Binary block on dword panels (see [`binary_tile_d`]): `rows` rows of `a` (`a_stride`
 /// dwords each, the first `kd` read) against `npanels` 16-channel panels into `acc` (row
-/// stride `acc_stride >= npanels * 16`). Full tiles `24 x 1` and `12 x 2` (24 accumulators);
+/// stride `acc_stride >= npanels * 16`). Full tiles `16 x 1` and `12 x 2` (16 and 24
+/// accumulators; a `24 x 1` tile measured about 10% slower at `K = 144`);
 /// `kd = 5` and `9` (ResNet-20's `K = 144` and `288`) unrolled.
 ///
 /// # Safety
@@ -305,7 +306,7 @@ pub(crate) unsafe fn binary_rows_d(
     let mut p = 0;
     while p < npanels {
         let nv = (npanels - p).min(2);
-        let mr_full = if nv == 1 { 24 } else { 12 };
+        let mr_full = if nv == 1 { 16 } else { 12 };
         let mut r = 0;
         while r < rows {
             let full = rows - r >= mr_full;
@@ -324,9 +325,9 @@ pub(crate) unsafe fn binary_rows_d(
                     };
                 }
                 match (full, nv, kd) {
-                    (true, 1, 5) => call!(24, 1, 5),
-                    (true, 1, 9) => call!(24, 1, 9),
-                    (true, 1, _) => call!(24, 1, 0),
+                    (true, 1, 5) => call!(16, 1, 5),
+                    (true, 1, 9) => call!(16, 1, 9),
+                    (true, 1, _) => call!(16, 1, 0),
                     (true, _, 5) => call!(12, 2, 5),
                     (true, _, 9) => call!(12, 2, 9),
                     (true, _, _) => call!(12, 2, 0),
@@ -503,6 +504,18 @@ pub(crate) unsafe fn binary_rows_thr(
     }
 }
 
+/// Where the int8 tiles read row `i` of the activations: the concatenation of `nseg`
+/// segments of `len` bytes, segment `s` of row `i` at `a + offs[s] + i * px`. A GEMM is one
+/// segment at offset 0 with `px = len =` the row stride; a conv reading a pre-padded input in
+/// place has one segment per kernel row (`kw` pixels of `cs` bytes) and `px = stride * cs`.
+#[derive(Clone, Copy)]
+pub(crate) struct Segs {
+    pub(crate) offs: *const usize,
+    pub(crate) nseg: usize,
+    pub(crate) len: usize,
+    pub(crate) px: usize,
+}
+
 /// Int8 VNNI micro-tile on **offset activations**: `MR` rows of `au = a + 128` (stride `s`
 /// bytes, unsigned, the first operand of `vpdpbusd`) x `NV` panels of 16 channels of signed
 /// weights, so a lane accumulates `sum(w * a) + 128 * sum(w)`; the per-channel
@@ -520,30 +533,37 @@ pub(crate) unsafe fn binary_rows_thr(
 )]
 unsafe fn int8_tile_u<const MR: usize, const NV: usize>(
     a: *const u8,
-    s: usize,
+    sg: Segs,
     w: *const i8,
     wsum128: *const i32,
     out: *mut i32,
     out_stride: usize,
 ) {
-    let pstride = s * 16;
+    let pstride = sg.nseg * sg.len * 16;
     let mut acc = [[_mm512_setzero_si512(); NV]; MR];
-    let rows: [*const u8; MR] = std::array::from_fn(|i| a.wrapping_add(i * s));
-    let mut g = 0;
-    while g < s {
-        let mut wv = [_mm512_setzero_si512(); NV];
-        for (j, v) in wv.iter_mut().enumerate() {
-            // SAFETY: panel j group g/4 (64 bytes) is in bounds by the caller's contract.
-            *v = unsafe { _mm512_loadu_si512(w.add(j * pstride + g * 16).cast()) };
-        }
-        for (acc_i, &row) in acc.iter_mut().zip(&rows) {
-            // SAFETY: bytes g..g+4 of row i are in bounds (s is a multiple of 4).
-            let av = _mm512_set1_epi32(unsafe { row.add(g).cast::<i32>().read_unaligned() });
-            for j in 0..NV {
-                acc_i[j] = _mm512_dpbusd_epi32(acc_i[j], av, wv[j]);
+    let mut kb = 0;
+    for seg in 0..sg.nseg {
+        // SAFETY: sg.offs holds nseg offsets (caller's contract).
+        let base = a.wrapping_add(unsafe { sg.offs.add(seg).read() });
+        let rows: [*const u8; MR] = std::array::from_fn(|i| base.wrapping_add(i * sg.px));
+        let mut g = 0;
+        while g < sg.len {
+            let mut wv = [_mm512_setzero_si512(); NV];
+            for (j, v) in wv.iter_mut().enumerate() {
+                // SAFETY: panel j group (kb + g)/4 (64 bytes) is in bounds (caller's contract).
+                *v = unsafe { _mm512_loadu_si512(w.add(j * pstride + (kb + g) * 16).cast()) };
             }
+            for (acc_i, &row) in acc.iter_mut().zip(&rows) {
+                // SAFETY: bytes g..g+4 of the segment of row i are in bounds (len is a
+                // multiple of 4).
+                let av = _mm512_set1_epi32(unsafe { row.add(g).cast::<i32>().read_unaligned() });
+                for j in 0..NV {
+                    acc_i[j] = _mm512_dpbusd_epi32(acc_i[j], av, wv[j]);
+                }
+            }
+            g += 4;
         }
-        g += 4;
+        kb += sg.len;
     }
     let mut corr = [_mm512_setzero_si512(); NV];
     for (j, c) in corr.iter_mut().enumerate() {
@@ -577,7 +597,7 @@ unsafe fn int8_tile_u<const MR: usize, const NV: usize>(
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn int8_rows_u(
     a: *const u8,
-    s: usize,
+    sg: Segs,
     rows: usize,
     w: *const i8,
     wsum128: *const i32,
@@ -604,15 +624,15 @@ pub(crate) unsafe fn int8_rows_u(
             };
             // SAFETY: offsets stay inside the buffers described by the caller's contract.
             unsafe {
-                let ap = a.add(r * s);
-                let wp = w.add(p * s * 16);
+                let ap = a.wrapping_add(r * sg.px);
+                let wp = w.add(p * sg.nseg * sg.len * 16);
                 let ws = wsum128.add(p * 16);
                 let op = acc.add(r * acc_stride + p * 16);
                 match (full, nv) {
-                    (true, 1) => int8_tile_u::<12, 1>(ap, s, wp, ws, op, acc_stride),
-                    (true, 2) => int8_tile_u::<8, 2>(ap, s, wp, ws, op, acc_stride),
-                    (true, 3) => int8_tile_u::<6, 3>(ap, s, wp, ws, op, acc_stride),
-                    _ => dispatch_tile!(int8_tile_u, mr, nv, ap, s, wp, ws, op, acc_stride),
+                    (true, 1) => int8_tile_u::<12, 1>(ap, sg, wp, ws, op, acc_stride),
+                    (true, 2) => int8_tile_u::<8, 2>(ap, sg, wp, ws, op, acc_stride),
+                    (true, 3) => int8_tile_u::<6, 3>(ap, sg, wp, ws, op, acc_stride),
+                    _ => dispatch_tile!(int8_tile_u, mr, nv, ap, sg, wp, ws, op, acc_stride),
                 }
             }
             r += mr;
@@ -639,30 +659,38 @@ pub(crate) unsafe fn int8_rows_u(
 )]
 unsafe fn int8_tile_u2<const MR: usize, const NH: usize>(
     a: *const u8,
-    s: usize,
+    sg: Segs,
     w: *const i8,
     wsum128: *const i32,
     out: *mut i32,
     out_stride: usize,
 ) {
-    let pstride = s * 8;
+    let pstride = sg.nseg * sg.len * 8;
     let mut acc = [[_mm512_setzero_si512(); NH]; MR];
-    let rows: [*const u8; MR] = std::array::from_fn(|i| a.wrapping_add(i * s));
-    let mut g = 0;
-    while g < s {
-        let mut wv = [_mm512_setzero_si512(); NH];
-        for (j, v) in wv.iter_mut().enumerate() {
-            // SAFETY: pair panel j, group pair g/8 (64 bytes) is in bounds (caller's contract).
-            *v = unsafe { _mm512_loadu_si512(w.add(j * pstride + g * 8).cast()) };
-        }
-        for (acc_i, &row) in acc.iter_mut().zip(&rows) {
-            // SAFETY: bytes g..g+8 of row i are in bounds (s is a multiple of 8).
-            let av = _mm512_set1_epi64(unsafe { row.add(g).cast::<i64>().read_unaligned() });
-            for j in 0..NH {
-                acc_i[j] = _mm512_dpbusd_epi32(acc_i[j], av, wv[j]);
+    let mut kb = 0;
+    for seg in 0..sg.nseg {
+        // SAFETY: sg.offs holds nseg offsets (caller's contract).
+        let base = a.wrapping_add(unsafe { sg.offs.add(seg).read() });
+        let rows: [*const u8; MR] = std::array::from_fn(|i| base.wrapping_add(i * sg.px));
+        let mut g = 0;
+        while g < sg.len {
+            let mut wv = [_mm512_setzero_si512(); NH];
+            for (j, v) in wv.iter_mut().enumerate() {
+                // SAFETY: pair panel j, group pair (kb + g)/8 (64 bytes) is in bounds
+                // (caller's contract).
+                *v = unsafe { _mm512_loadu_si512(w.add(j * pstride + (kb + g) * 8).cast()) };
             }
+            for (acc_i, &row) in acc.iter_mut().zip(&rows) {
+                // SAFETY: bytes g..g+8 of the segment of row i are in bounds (len is a
+                // multiple of 8).
+                let av = _mm512_set1_epi64(unsafe { row.add(g).cast::<i64>().read_unaligned() });
+                for j in 0..NH {
+                    acc_i[j] = _mm512_dpbusd_epi32(acc_i[j], av, wv[j]);
+                }
+            }
+            g += 8;
         }
-        g += 8;
+        kb += sg.len;
     }
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
@@ -715,7 +743,7 @@ unsafe fn int8_tile_u2<const MR: usize, const NH: usize>(
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn int8_rows_u2(
     a: *const u8,
-    s: usize,
+    sg: Segs,
     rows: usize,
     w: *const i8,
     wsum128: *const i32,
@@ -737,16 +765,16 @@ pub(crate) unsafe fn int8_rows_u2(
             };
             // SAFETY: offsets stay inside the buffers described by the caller's contract.
             unsafe {
-                let ap = a.add(r * s);
-                let wp = w.add(p * s * 8);
+                let ap = a.wrapping_add(r * sg.px);
+                let wp = w.add(p * sg.nseg * sg.len * 8);
                 let ws = wsum128.add(p * 8);
                 let op = acc.add(r * acc_stride + p * 8);
                 match (full, nh) {
-                    (true, 1) => int8_tile_u2::<12, 1>(ap, s, wp, ws, op, acc_stride),
-                    (true, 2) => int8_tile_u2::<12, 2>(ap, s, wp, ws, op, acc_stride),
-                    (true, 3) => int8_tile_u2::<6, 3>(ap, s, wp, ws, op, acc_stride),
-                    (true, _) => int8_tile_u2::<6, 4>(ap, s, wp, ws, op, acc_stride),
-                    _ => dispatch_tile!(int8_tile_u2, mr, nh, ap, s, wp, ws, op, acc_stride),
+                    (true, 1) => int8_tile_u2::<12, 1>(ap, sg, wp, ws, op, acc_stride),
+                    (true, 2) => int8_tile_u2::<12, 2>(ap, sg, wp, ws, op, acc_stride),
+                    (true, 3) => int8_tile_u2::<6, 3>(ap, sg, wp, ws, op, acc_stride),
+                    (true, _) => int8_tile_u2::<6, 4>(ap, sg, wp, ws, op, acc_stride),
+                    _ => dispatch_tile!(int8_tile_u2, mr, nh, ap, sg, wp, ws, op, acc_stride),
                 }
             }
             r += mr;
@@ -1267,4 +1295,217 @@ pub(crate) unsafe fn act_range_ok(a: &[i8]) -> bool {
             .remainder()
             .iter()
             .all(|&v| (v as u8).wrapping_add(64) <= 128)
+}
+
+/// Where a direct dense conv tile ([`binary_tile_dd`]) writes, for the pixels of one run
+/// (pixel `r` of the run): `I32` rows of `K - 2 * popcount` (`acc + r * acc_stride`), or, when
+/// fused, packed signs (bytes at `out + r * out_stride`) compared with the popcount-domain
+/// thresholds at `thr + xoff[r * xstep]` (the run's threshold rows share the output row's
+/// border case; `xoff` picks the column's), with `flip` and `valid` as in
+/// [`binary_tile_thr`], 16 channels per dword panel, i.e. two output bytes per panel.
+#[derive(Clone, Copy)]
+pub(crate) struct DdOut {
+    pub(crate) acc: *mut i32,
+    pub(crate) acc_stride: usize,
+    pub(crate) thr: *const i32,
+    pub(crate) xoff: *const usize,
+    pub(crate) xstep: usize,
+    pub(crate) out: *mut u8,
+    pub(crate) out_stride: usize,
+    pub(crate) flip: *const u8,
+    pub(crate) valid: *const u8,
+}
+
+/// Dwords per output pixel of the direct dense 3x3 conv: `Cin = 32`: one per tap; `Cin = 16`:
+/// three dwords of vertically paired pixels (kernel rows 0 and 1 of columns 0, 1, 2), one
+/// horizontal pair (kernel row 2, columns 0 and 1) and one single pixel (row 2, column 2;
+/// upper half zero): 144 bits in 5 dwords.
+pub(crate) const fn dd_dwords(cin: usize) -> usize {
+    if cin == 16 { 5 } else { 9 }
+}
+
+/// Byte step between consecutive output pixels of dword `d` of the direct dense conv with
+/// stride `s`: the `Cin = 16` horizontal pair (`d = 3`) reads 16-bit pixels, every other
+/// dword one 32-bit pixel slot.
+pub(crate) const fn dd_step(cin: usize, s: usize, d: usize) -> usize {
+    if cin == 16 && d == 3 { 2 * s } else { 4 * s }
+}
+
+/// Direct dense binary 3x3 conv micro-tile (`Cin = 16` or `32`, stride `S`): `MR` consecutive
+/// output pixels of one output row (`r0 ..`) x `NV` dword panels (`p ..`, 16 channels each),
+/// with no im2col. The activations are pre-padded copies of the input (see `conv.rs`,
+/// `dd_input`): dword `d` of pixel `r` is the `u32` at byte `a + offs[d] + r * dd_step(d)`.
+/// Weights are dword panels in the same order (zero where the activation dword's upper half
+/// is zero), so `popcount(a ^ w)` over the dwords counts exactly the mismatches of the
+/// `9 * Cin` bits.
+///
+/// # Safety
+/// The CPU must support [`bitpack::Isa::Avx512`]; every dword read (`offs` holds
+/// `dd_dwords(CIN)` offsets; pixels `r0 .. r0 + MR`) in bounds; `w` valid for panels
+/// `p .. p + NV` of `pstride` dwords; the outputs of `o` valid for those rows and channels.
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn binary_tile_dd<
+    const MR: usize,
+    const NV: usize,
+    const CIN: usize,
+    const S: usize,
+    const FUSED: bool,
+>(
+    a: *const u8,
+    offs: *const usize,
+    r0: usize,
+    w: *const u32,
+    p: usize,
+    pstride: usize,
+    k: i32,
+    o: DdOut,
+) {
+    let kd = dd_dwords(CIN);
+    let mut acc = [[_mm512_setzero_si512(); NV]; MR];
+    for d in 0..kd {
+        let step = dd_step(CIN, S, d);
+        // SAFETY: (this block) dword d of pixels r0 .. r0 + MR and panels p .. p + NV are in
+        // bounds (caller's contract).
+        unsafe {
+            let ad = a.add(offs.add(d).read() + r0 * step);
+            let mut wv = [_mm512_setzero_si512(); NV];
+            for (j, v) in wv.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(w.add((p + j) * pstride + d * 16).cast());
+            }
+            for (i, acc_i) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_epi32(ad.add(i * step).cast::<u32>().read_unaligned() as i32);
+                for j in 0..NV {
+                    let pc = _mm512_popcnt_epi32(_mm512_xor_si512(av, wv[j]));
+                    acc_i[j] = if d == 0 {
+                        pc
+                    } else {
+                        _mm512_add_epi32(acc_i[j], pc)
+                    };
+                }
+            }
+        }
+    }
+    if FUSED {
+        for (i, acc_i) in acc.iter().enumerate() {
+            // SAFETY: pixel r0 + i's threshold offset, the thresholds of channels
+            // 16c .. 16c + 16 and bytes 2c, 2c + 1 of its output and of flip/valid
+            // (c < p + NV) are valid (caller's contract).
+            unsafe {
+                let t = o.thr.add(o.xoff.add((r0 + i) * o.xstep).read());
+                let out = o.out.add((r0 + i) * o.out_stride);
+                for (j, &pc) in acc_i.iter().enumerate() {
+                    let c = p + j;
+                    let m = _mm512_cmpge_epi32_mask(pc, _mm512_loadu_si512(t.add(c * 16).cast()));
+                    let f = o.flip.add(2 * c).cast::<u16>().read_unaligned();
+                    let v = o.valid.add(2 * c).cast::<u16>().read_unaligned();
+                    out.add(2 * c).cast::<u16>().write_unaligned((m ^ f) & v);
+                }
+            }
+        }
+    } else {
+        let kv = _mm512_set1_epi32(k);
+        for (i, acc_i) in acc.iter().enumerate() {
+            for (j, &pc) in acc_i.iter().enumerate() {
+                let dv = _mm512_sub_epi32(kv, _mm512_add_epi32(pc, pc));
+                // SAFETY: acc row r0 + i, channels 16(p + j) .. + 16 are in bounds (caller's
+                // contract).
+                unsafe {
+                    _mm512_storeu_si512(
+                        o.acc.add((r0 + i) * o.acc_stride + (p + j) * 16).cast(),
+                        dv,
+                    )
+                };
+            }
+        }
+    }
+}
+
+/// A run of `len` consecutive output pixels of one output row through [`binary_tile_dd`]:
+/// panels in pairs (`16 x 1` and `8 x 2` full tiles, 16 accumulators: `24 x 1` and `12 x 2`
+/// spilled registers here and were up to 2x slower), row tails in tiles of 8 (one panel), 4, 2
+/// and 1. Pixel `r` of the run is row `r` of `o`.
+///
+/// # Safety
+/// As [`binary_tile_dd`] for pixels `0 .. len` and panels `0 .. npanels`.
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn binary_run_dd<const CIN: usize, const S: usize, const FUSED: bool>(
+    a: *const u8,
+    offs: &[usize],
+    len: usize,
+    w: *const u32,
+    npanels: usize,
+    k: i32,
+    o: DdOut,
+) {
+    assert!(offs.len() >= dd_dwords(CIN));
+    let pstride = dd_dwords(CIN) * 16;
+    let offs = offs.as_ptr();
+    let mut p = 0;
+    while p < npanels {
+        let nv = (npanels - p).min(2);
+        let mut r = 0;
+        while r < len {
+            let left = len - r;
+            // SAFETY: forwarded caller's contract (pixels r .. r + MR <= len, panels p .. p +
+            // nv <= npanels).
+            unsafe {
+                macro_rules! tile {
+                    ($mr:literal, $nv:literal) => {{
+                        binary_tile_dd::<$mr, $nv, CIN, S, FUSED>(a, offs, r, w, p, pstride, k, o);
+                        $mr
+                    }};
+                }
+                r += match (nv, left) {
+                    (1, 16..) => tile!(16, 1),
+                    (1, 8..) => tile!(8, 1),
+                    (_, 8..) => tile!(8, 2),
+                    (1, 4..) => tile!(4, 1),
+                    (_, 4..) => tile!(4, 2),
+                    (1, 2..) => tile!(2, 1),
+                    (_, 2..) => tile!(2, 2),
+                    (1, _) => tile!(1, 1),
+                    _ => tile!(1, 2),
+                };
+            }
+        }
+        p += nv;
+    }
+}
+
+/// Narrows `n` one-word pixels (`Cin <= 32` channels in the low bits, the rest pad bits) to
+/// `u32` at `dst32` and, when `dst16` is non-null, to `u16` at `dst16`; returns the OR of the
+/// source words (the caller checks its pad bits).
+///
+/// # Safety
+/// The CPU must support [`bitpack::Isa::Avx512`]; `src` valid for `n` reads, `dst32` (and
+/// `dst16` when non-null) for `n` writes.
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
+pub(crate) unsafe fn narrow_pixels(
+    src: *const u64,
+    n: usize,
+    dst32: *mut u32,
+    dst16: *mut u16,
+) -> u64 {
+    let mut any = _mm512_setzero_si512();
+    let mut i = 0;
+    while i < n {
+        let m = if n - i >= 8 {
+            0xff
+        } else {
+            (1u8 << (n - i)) - 1
+        };
+        // SAFETY: lanes i .. i + 8 masked to n; fault suppression covers the rest.
+        unsafe {
+            let v = _mm512_maskz_loadu_epi64(m, src.add(i).cast());
+            any = _mm512_or_si512(any, v);
+            _mm512_mask_cvtepi64_storeu_epi32(dst32.add(i).cast(), m, v);
+            if !dst16.is_null() {
+                _mm512_mask_cvtepi64_storeu_epi16(dst16.add(i).cast(), m, v);
+            }
+        }
+        i += 8;
+    }
+    _mm512_reduce_or_epi64(any) as u64
 }
