@@ -273,7 +273,12 @@ pub(crate) fn int8_block_offset(
     w: &Int8Weights,
     acc: &mut [i32],
 ) {
-    int8_block_offset_segments(isa, au, &[0], w.s, w.s, rows, w, acc);
+    let run = Run {
+        a_off: 0,
+        r0: 0,
+        len: rows,
+    };
+    int8_block_offset_segments(isa, au, &[0], w.s, w.s, &[run], w, acc);
 }
 
 /// Whether [`int8_block_offset_segments`] takes segments of `len` bytes for these weights
@@ -284,14 +289,25 @@ pub(crate) fn segments_fit(w: &Int8Weights, len: usize) -> bool {
         && len.is_multiple_of(if w.panels_pair.is_empty() { 4 } else { 8 })
 }
 
-/// [`int8_block_offset`] reading row `i` as the concatenation of `offs.len()` segments of
-/// `len` bytes, segment `s` at `au[offs[s] + i * px ..]` (a conv reading a pre-padded, offset
-/// input in place: one segment per kernel row).
+/// A run of activation rows for [`int8_block_offset_segments`] and the VNNI row drivers: row
+/// `r` of the run (`r < len`) starts at byte `a_off + r * px` of the activations (plus each
+/// segment's offset) and is output row `r0 + r`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Run {
+    pub(crate) a_off: usize,
+    pub(crate) r0: usize,
+    pub(crate) len: usize,
+}
+
+/// [`int8_block_offset`] on runs of rows: a row is the concatenation of `offs.len()` segments
+/// of `len` bytes, segment `s` of row `r` of a run at `au[run.a_off + offs[s] + r * px ..]`
+/// (a conv reading a pre-padded, offset input in place: one segment per kernel row, one run
+/// per output row). All runs go through one panel group before the next (weight reuse).
 ///
 /// # Panics
 /// As [`int8_block_offset`]; when the segments do not make up a weight row
-/// (`offs.len() * len != w.stride()`, see [`segments_fit`]) or a segment read is out of
-/// bounds.
+/// (`offs.len() * len != w.stride()`, see [`segments_fit`]), or a segment read or output row
+/// is out of bounds.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn int8_block_offset_segments(
     isa: Isa,
@@ -299,21 +315,24 @@ pub(crate) fn int8_block_offset_segments(
     offs: &[usize],
     len: usize,
     px: usize,
-    rows: usize,
+    runs: &[Run],
     w: &Int8Weights,
     acc: &mut [i32],
 ) {
     let n_pad = w.n_pad();
     assert!(uses_offset_activations(isa));
-    assert!(acc.len() >= rows * n_pad && offs.len() * len == w.s && segments_fit(w, len));
-    if rows == 0 {
-        return;
-    }
-    for &o in offs {
+    assert!(offs.len() * len == w.s && segments_fit(w, len));
+    for run in runs.iter().filter(|r| r.len > 0) {
         assert!(
-            o + (rows - 1) * px + len <= au.len(),
-            "int8 segment read out of bounds"
+            acc.len() >= (run.r0 + run.len) * n_pad,
+            "int8 run output out of bounds"
         );
+        for &o in offs {
+            assert!(
+                run.a_off + o + (run.len - 1) * px + len <= au.len(),
+                "int8 segment read out of bounds"
+            );
+        }
     }
     #[cfg(target_arch = "x86_64")]
     {
@@ -331,7 +350,7 @@ pub(crate) fn int8_block_offset_segments(
                 crate::x86::avx512::int8_rows_u2(
                     au.as_ptr(),
                     sg,
-                    rows,
+                    runs,
                     w.panels_pair.as_ptr(),
                     w.wsum128.as_ptr(),
                     w.n.div_ceil(8),
@@ -347,7 +366,7 @@ pub(crate) fn int8_block_offset_segments(
             crate::x86::avx512::int8_rows_u(
                 au.as_ptr(),
                 sg,
-                rows,
+                runs,
                 w.panels_s.as_ptr(),
                 w.wsum128.as_ptr(),
                 n_pad / 16,

@@ -29,6 +29,7 @@
 use std::arch::x86_64::*;
 
 use super::{dispatch_binary_tile, dispatch_tile};
+use crate::int8::Run;
 
 /// Independent chains in the popcount peak loop (2 * 12 + 2 zmm registers live).
 pub(crate) const PEAK_CHAINS: usize = 12;
@@ -598,7 +599,7 @@ unsafe fn int8_tile_u<const MR: usize, const NV: usize>(
 pub(crate) unsafe fn int8_rows_u(
     a: *const u8,
     sg: Segs,
-    rows: usize,
+    runs: &[Run],
     w: *const i8,
     wsum128: *const i32,
     npanels: usize,
@@ -614,28 +615,32 @@ pub(crate) unsafe fn int8_rows_u(
             3 => 6,
             _ => 4,
         };
-        let mut r = 0;
-        while r < rows {
-            let full = rows - r >= mr_full;
-            let mr = if full {
-                mr_full
-            } else {
-                (rows - r).min(if nv <= 2 { 8 } else { 4 })
-            };
-            // SAFETY: offsets stay inside the buffers described by the caller's contract.
-            unsafe {
-                let ap = a.wrapping_add(r * sg.px);
-                let wp = w.add(p * sg.nseg * sg.len * 16);
-                let ws = wsum128.add(p * 16);
-                let op = acc.add(r * acc_stride + p * 16);
-                match (full, nv) {
-                    (true, 1) => int8_tile_u::<12, 1>(ap, sg, wp, ws, op, acc_stride),
-                    (true, 2) => int8_tile_u::<8, 2>(ap, sg, wp, ws, op, acc_stride),
-                    (true, 3) => int8_tile_u::<6, 3>(ap, sg, wp, ws, op, acc_stride),
-                    _ => dispatch_tile!(int8_tile_u, mr, nv, ap, sg, wp, ws, op, acc_stride),
+        // Panel groups outermost: every run of the block reuses the group's weights.
+        for run in runs {
+            let rows = run.len;
+            let mut r = 0;
+            while r < rows {
+                let full = rows - r >= mr_full;
+                let mr = if full {
+                    mr_full
+                } else {
+                    (rows - r).min(if nv <= 2 { 8 } else { 4 })
+                };
+                // SAFETY: offsets stay inside the buffers described by the caller's contract.
+                unsafe {
+                    let ap = a.wrapping_add(run.a_off + r * sg.px);
+                    let wp = w.add(p * sg.nseg * sg.len * 16);
+                    let ws = wsum128.add(p * 16);
+                    let op = acc.add((run.r0 + r) * acc_stride + p * 16);
+                    match (full, nv) {
+                        (true, 1) => int8_tile_u::<12, 1>(ap, sg, wp, ws, op, acc_stride),
+                        (true, 2) => int8_tile_u::<8, 2>(ap, sg, wp, ws, op, acc_stride),
+                        (true, 3) => int8_tile_u::<6, 3>(ap, sg, wp, ws, op, acc_stride),
+                        _ => dispatch_tile!(int8_tile_u, mr, nv, ap, sg, wp, ws, op, acc_stride),
+                    }
                 }
+                r += mr;
             }
-            r += mr;
         }
         p += nv;
     }
@@ -744,7 +749,7 @@ unsafe fn int8_tile_u2<const MR: usize, const NH: usize>(
 pub(crate) unsafe fn int8_rows_u2(
     a: *const u8,
     sg: Segs,
-    rows: usize,
+    runs: &[Run],
     w: *const i8,
     wsum128: *const i32,
     nhalf: usize,
@@ -755,29 +760,33 @@ pub(crate) unsafe fn int8_rows_u2(
     while p < nhalf {
         let nh = (nhalf - p).min(4);
         let mr_full = if nh <= 2 { 12 } else { 6 };
-        let mut r = 0;
-        while r < rows {
-            let full = rows - r >= mr_full;
-            let mr = if full {
-                mr_full
-            } else {
-                (rows - r).min(if nh <= 2 { 8 } else { 4 })
-            };
-            // SAFETY: offsets stay inside the buffers described by the caller's contract.
-            unsafe {
-                let ap = a.wrapping_add(r * sg.px);
-                let wp = w.add(p * sg.nseg * sg.len * 8);
-                let ws = wsum128.add(p * 8);
-                let op = acc.add(r * acc_stride + p * 8);
-                match (full, nh) {
-                    (true, 1) => int8_tile_u2::<12, 1>(ap, sg, wp, ws, op, acc_stride),
-                    (true, 2) => int8_tile_u2::<12, 2>(ap, sg, wp, ws, op, acc_stride),
-                    (true, 3) => int8_tile_u2::<6, 3>(ap, sg, wp, ws, op, acc_stride),
-                    (true, _) => int8_tile_u2::<6, 4>(ap, sg, wp, ws, op, acc_stride),
-                    _ => dispatch_tile!(int8_tile_u2, mr, nh, ap, sg, wp, ws, op, acc_stride),
+        // Panel groups outermost: every run of the block reuses the group's weights.
+        for run in runs {
+            let rows = run.len;
+            let mut r = 0;
+            while r < rows {
+                let full = rows - r >= mr_full;
+                let mr = if full {
+                    mr_full
+                } else {
+                    (rows - r).min(if nh <= 2 { 8 } else { 4 })
+                };
+                // SAFETY: offsets stay inside the buffers described by the caller's contract.
+                unsafe {
+                    let ap = a.wrapping_add(run.a_off + r * sg.px);
+                    let wp = w.add(p * sg.nseg * sg.len * 8);
+                    let ws = wsum128.add(p * 8);
+                    let op = acc.add((run.r0 + r) * acc_stride + p * 8);
+                    match (full, nh) {
+                        (true, 1) => int8_tile_u2::<12, 1>(ap, sg, wp, ws, op, acc_stride),
+                        (true, 2) => int8_tile_u2::<12, 2>(ap, sg, wp, ws, op, acc_stride),
+                        (true, 3) => int8_tile_u2::<6, 3>(ap, sg, wp, ws, op, acc_stride),
+                        (true, _) => int8_tile_u2::<6, 4>(ap, sg, wp, ws, op, acc_stride),
+                        _ => dispatch_tile!(int8_tile_u2, mr, nh, ap, sg, wp, ws, op, acc_stride),
+                    }
                 }
+                r += mr;
             }
-            r += mr;
         }
         p += nh;
     }
