@@ -21,10 +21,13 @@ pub struct BinaryWeights {
     k: usize,
     kw: usize,
     rows: Vec<u64>,
+    /// 8-channel panels of the x86 kernels (empty elsewhere; NEON reads `rows`).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     panels: Vec<u64>,
     /// Narrow layers (`n` in 9..=16 or 25..=32, `K` contiguous bits): *dword panels* of 16
     /// channels: panel `p`, dword `d`, lane `c` = dword `d` of channel `16p + c` (zero beyond
     /// `n`), for `ceil(K / 32)` dwords; empty otherwise.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     panels_d: Vec<u32>,
 }
 
@@ -103,9 +106,14 @@ impl BinaryWeights {
     /// Prepares rows of `kw` words whose set bits count `k` logical elements in total (the
     /// conv's per-tap layout has pad bits inside the row); the caller guarantees zero pads.
     pub(crate) fn with_row_words(w: &[u64], n: usize, k: usize, kw: usize) -> Self {
-        let npanels = n.div_ceil(8);
+        // The panel layouts serve the x86 kernels only.
+        let npanels = if cfg!(target_arch = "x86_64") {
+            n.div_ceil(8)
+        } else {
+            0
+        };
         let mut panels = vec![0u64; npanels * kw * 8];
-        for j in 0..n {
+        for j in 0..n.min(npanels * 8) {
             let (p, lane) = (j / 8, j % 8);
             for kk in 0..kw {
                 panels[p * kw * 8 + kk * 8 + lane] = w[j * kw + kk];
@@ -114,7 +122,11 @@ impl BinaryWeights {
         // Dword panels when the row is K contiguous bits (the GEMM layout, the conv's dense
         // layout): K = 144 takes 5 dwords instead of 3 words (6 dwords).
         let mut panels_d = Vec::new();
-        if n <= NARROW_N && n.div_ceil(8).is_multiple_of(2) && kw == reference::words(k) {
+        if cfg!(target_arch = "x86_64")
+            && n <= NARROW_N
+            && n.div_ceil(8).is_multiple_of(2)
+            && kw == reference::words(k)
+        {
             let kd = k.div_ceil(32);
             panels_d = vec![0u32; n.div_ceil(16) * kd * 16];
             for j in 0..n {
@@ -226,6 +238,23 @@ pub(crate) fn binary_block(isa: Isa, a: &[u64], rows: usize, w: &BinaryWeights, 
                     w.k as i32,
                     w.panels.as_ptr(),
                     n_pad / 8,
+                    acc.as_mut_ptr(),
+                    n_pad,
+                )
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => {
+            // SAFETY: `isa` was checked available; the assert above bounds a and acc, and the
+            // weight rows hold n rows of kw words.
+            unsafe {
+                crate::neon::binary_rows(
+                    a.as_ptr(),
+                    kw,
+                    rows,
+                    w.k as i32,
+                    w.rows.as_ptr(),
+                    w.n,
                     acc.as_mut_ptr(),
                     n_pad,
                 )

@@ -40,7 +40,9 @@ use std::sync::{Arc, Mutex};
 use bitpack::Isa;
 
 use crate::binary::{BinaryWeights, binary_block, check_pad_bits, resolve};
-use crate::epilogue::{self, Output, ROW_BLOCK, Thresholds};
+#[cfg(target_arch = "x86_64")]
+use crate::epilogue::Thresholds;
+use crate::epilogue::{self, Output, ROW_BLOCK};
 use crate::error::{KernelError, Result, check_len, mul};
 use crate::int8::{
     Int8Weights, check_act_range, int8_block, int8_block_offset, uses_offset_activations,
@@ -195,6 +197,7 @@ pub struct BinaryConv2d {
 /// column `kx`, dword 3 taps `(2, 0)` and `(2, 1)`, dword 4 tap `(2, 2)` (bits 16-31 zero).
 #[derive(Debug, Clone)]
 struct DirectDense {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     panels: Vec<u32>,
 }
 
@@ -206,7 +209,10 @@ impl DirectDense {
 
     /// The panels for OHWI weights of one word per tap, when the shape qualifies.
     fn new(weights: &[u64], cout: usize, cin: usize, geom: &Geom) -> Option<Self> {
-        let shape_ok = geom.kh == 3 && geom.kw == 3 && (cin == 16 || cin == 32);
+        let shape_ok = cfg!(target_arch = "x86_64")
+            && geom.kh == 3
+            && geom.kw == 3
+            && (cin == 16 || cin == 32);
         if !shape_ok || !(1..=2).contains(&geom.stride) || cout == 0 || !cout.is_multiple_of(16) {
             return None;
         }

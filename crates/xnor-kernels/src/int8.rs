@@ -32,12 +32,15 @@ pub struct Int8Weights {
     rows: Vec<i8>,
     /// 16-channel panels of `w + 128` as `u8`: panel, group of 4 `k`, channel, byte (the
     /// AVX2 kernel and the VNNI kernel on signed activations).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     panels: Vec<u8>,
     /// The same panels of the signed weights (zero channels beyond `n`), for the VNNI kernel
     /// on `+128` offset activations.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     panels_s: Vec<i8>,
     /// `128 * sum_k w[j, k]` per channel (`n_pad` values, zero beyond `n`): what the offset
     /// activations add to channel `j`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     wsum128: Vec<i32>,
     /// Narrow layers (`n <= NARROW_N`, stride a multiple of 8): *pair panels* of 8 channels,
     /// pair panel `h`, group pair `gp`, lane `2c + e`, byte `b` = `w[8h + c, 8gp + 4e + b]`
@@ -83,11 +86,16 @@ impl Int8Weights {
                 }
             }
         }
-        let npanels = n.div_ceil(16);
+        // The panel layouts serve the x86 kernels only (NEON reads `rows`).
+        let npanels = if cfg!(target_arch = "x86_64") {
+            n.div_ceil(16)
+        } else {
+            0
+        };
         let mut panels = vec![128u8; npanels * s * 16];
         let mut panels_s = vec![0i8; npanels * s * 16];
         let mut wsum128 = vec![0i32; npanels * 16];
-        for j in 0..n {
+        for j in 0..n.min(npanels * 16) {
             let (p, lane) = (j / 16, j % 16);
             for kk in 0..s {
                 let (g, b) = (kk / 4, kk % 4);
@@ -98,7 +106,7 @@ impl Int8Weights {
             }
         }
         let mut panels_pair = Vec::new();
-        if n <= NARROW_N && s.is_multiple_of(8) {
+        if cfg!(target_arch = "x86_64") && n <= NARROW_N && s.is_multiple_of(8) {
             panels_pair = vec![0i8; n.div_ceil(8) * s * 8];
             for j in 0..n {
                 let (h, c) = (j / 8, j % 8);
@@ -205,6 +213,8 @@ pub(crate) fn int8_block(
     prefetch: bool,
 ) -> bool {
     let (s, n_pad) = (w.s, w.n_pad());
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = prefetch;
     #[cfg(target_arch = "x86_64")]
     if uses_offset_activations(isa) {
         let mut buf = OFFSET_A.with(|c| c.take());
@@ -383,6 +393,23 @@ fn int8_chunk(isa: Isa, a: &[i8], rows: usize, w: &Int8Weights, acc: &mut [i32])
     let s = w.s;
     let n_pad = w.n_pad();
     assert!(rows <= ROW_BLOCK && a.len() >= rows * s && acc.len() >= rows * n_pad);
+    #[cfg(target_arch = "aarch64")]
+    if isa == Isa::Neon {
+        // SAFETY: `isa` was checked available; the assert above bounds a and acc, the weight
+        // rows hold n rows of s bytes, and the activations were range-checked by the caller.
+        unsafe {
+            crate::neon::int8_rows(
+                a.as_ptr(),
+                s,
+                rows,
+                w.rows.as_ptr(),
+                w.n,
+                acc.as_mut_ptr(),
+                n_pad,
+            )
+        };
+        return;
+    }
     let mut rowsum = [0i32; ROW_BLOCK];
     match isa {
         #[cfg(target_arch = "x86_64")]

@@ -17,7 +17,8 @@
 //! the CPU lacks it); the plain variant uses [`selected_isa`], decided once per process and
 //! overridable with `XNOR_ISA=scalar|avx2|avx512`. [`Isa::Avx512`] uses VPOPCNTQ for binary
 //! kernels and VNNI for int8 when the CPU has it (else the AVX2 int8 kernel); [`Isa::Neon`]
-//! currently runs the scalar reference kernels.
+//! (aarch64) runs NEON GEMM kernels (`vcnt` popcounts, widening int8 multiplies) under the same
+//! convs and output transforms.
 //!
 //! ```
 //! use xnor_kernels::{binary_gemm_with, reference, BinaryWeights, Isa, Output};
@@ -46,6 +47,8 @@ mod conv;
 pub mod epilogue;
 pub mod error;
 mod int8;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 pub mod pool;
 pub mod reference;
 #[cfg(target_arch = "x86_64")]
