@@ -204,6 +204,28 @@ const MNS: [(usize, usize); 8] = [
 ];
 
 #[test]
+fn binary_gemm_very_long_rows() {
+    // K past 512k bits: the NEON kernel folds its u16 lane counts into u32 every 4000
+    // 128-bit steps (8000 words), so rows of 9000+ words cross that point; every other kernel
+    // sees an unusually long row too. Random rows, and rows that differ in every bit (each
+    // step then adds the maximum, 16, to every NEON lane: 4096 unfolded steps would wrap).
+    check_binary_gemm(5, 6, 600_001, 99);
+    let (m, n, k) = (3usize, 2usize, 600_001usize);
+    let kw = k.div_ceil(64);
+    let row = |neg: bool| pack(&vec![if neg { -1 } else { 1 }; k], 1, k);
+    let a: Vec<u64> = [row(true), row(false), row(true)].concat();
+    let w: Vec<u64> = [row(false), row(true)].concat();
+    assert_eq!(a.len(), m * kw);
+    let wts = BinaryWeights::new(&w, n, k).unwrap();
+    let k = k as i32;
+    for isa in Isa::available() {
+        let mut got = vec![0i32; m * n];
+        binary_gemm_with(isa, &a, &wts, m, Output::I32(&mut got)).unwrap();
+        assert_eq!(got, [-k, k, k, -k, -k, k], "isa={isa}");
+    }
+}
+
+#[test]
 fn binary_gemm_awkward_shapes() {
     for (i, &k) in KS.iter().enumerate() {
         for (j, &(m, n)) in MNS.iter().enumerate() {
