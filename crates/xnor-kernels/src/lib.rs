@@ -42,6 +42,43 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+// The micro-tile dispatch shared by the x86 and NEON kernels (defined before the modules that
+// use it).
+/// Calls `$f::<MR, NV>($args)` for run-time `mr` in 1..=4 and `nv` in 1..=4, or `mr` in
+/// 5..=8 with `nv` in 1..=2.
+#[allow(unused_macros)]
+macro_rules! dispatch_tile {
+    ($f:ident, $mr:expr, $nv:expr, $($arg:expr),* $(,)?) => {
+        match ($mr, $nv) {
+            (8, 2) => $f::<8, 2>($($arg),*),
+            (8, 1) => $f::<8, 1>($($arg),*),
+            (7, 2) => $f::<7, 2>($($arg),*),
+            (7, 1) => $f::<7, 1>($($arg),*),
+            (6, 2) => $f::<6, 2>($($arg),*),
+            (6, 1) => $f::<6, 1>($($arg),*),
+            (5, 2) => $f::<5, 2>($($arg),*),
+            (5, 1) => $f::<5, 1>($($arg),*),
+            (4, 4) => $f::<4, 4>($($arg),*),
+            (4, 3) => $f::<4, 3>($($arg),*),
+            (4, 2) => $f::<4, 2>($($arg),*),
+            (4, 1) => $f::<4, 1>($($arg),*),
+            (3, 4) => $f::<3, 4>($($arg),*),
+            (3, 3) => $f::<3, 3>($($arg),*),
+            (3, 2) => $f::<3, 2>($($arg),*),
+            (3, 1) => $f::<3, 1>($($arg),*),
+            (2, 4) => $f::<2, 4>($($arg),*),
+            (2, 3) => $f::<2, 3>($($arg),*),
+            (2, 2) => $f::<2, 2>($($arg),*),
+            (2, 1) => $f::<2, 1>($($arg),*),
+            (1, 4) => $f::<1, 4>($($arg),*),
+            (1, 3) => $f::<1, 3>($($arg),*),
+            (1, 2) => $f::<1, 2>($($arg),*),
+            (1, 1) => $f::<1, 1>($($arg),*),
+            _ => unreachable!("unsupported tile size"),
+        }
+    };
+}
+
 mod binary;
 mod conv;
 pub mod epilogue;

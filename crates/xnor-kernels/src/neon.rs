@@ -16,29 +16,21 @@
 
 use std::arch::aarch64::*;
 
-/// Calls `$f::<MR, NR>($args)` for run-time `mr`, `nr` in 1..=4.
-macro_rules! dispatch_4x4 {
-    ($f:ident, $mr:expr, $nr:expr, $($arg:expr),* $(,)?) => {
-        match ($mr, $nr) {
-            (4, 4) => $f::<4, 4>($($arg),*),
-            (4, 3) => $f::<4, 3>($($arg),*),
-            (4, 2) => $f::<4, 2>($($arg),*),
-            (4, 1) => $f::<4, 1>($($arg),*),
-            (3, 4) => $f::<3, 4>($($arg),*),
-            (3, 3) => $f::<3, 3>($($arg),*),
-            (3, 2) => $f::<3, 2>($($arg),*),
-            (3, 1) => $f::<3, 1>($($arg),*),
-            (2, 4) => $f::<2, 4>($($arg),*),
-            (2, 3) => $f::<2, 3>($($arg),*),
-            (2, 2) => $f::<2, 2>($($arg),*),
-            (2, 1) => $f::<2, 1>($($arg),*),
-            (1, 4) => $f::<1, 4>($($arg),*),
-            (1, 3) => $f::<1, 3>($($arg),*),
-            (1, 2) => $f::<1, 2>($($arg),*),
-            (1, 1) => $f::<1, 1>($($arg),*),
-            _ => unreachable!("unsupported tile size"),
+/// Calls `f(r, mr, j, nr)` for the `4 x 4` tiles (with 1-3 row / column tails) of a
+/// `rows x n` output.
+#[inline(always)]
+fn for_tiles(rows: usize, n: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
+    let mut r = 0;
+    while r < rows {
+        let mr = (rows - r).min(4);
+        let mut j = 0;
+        while j < n {
+            let nr = (n - j).min(4);
+            f(r, mr, j, nr);
+            j += nr;
         }
-    };
+        r += mr;
+    }
 }
 
 /// `u16` steps (128 bits each) before the binary accumulators are folded into `u32`: each step
@@ -141,21 +133,14 @@ pub(crate) unsafe fn binary_rows(
     acc: *mut i32,
     acc_stride: usize,
 ) {
-    let mut r = 0;
-    while r < rows {
-        let mr = (rows - r).min(4);
-        let mut j = 0;
-        while j < n {
-            let nr = (n - j).min(4);
-            // SAFETY: rows r .. r + mr and weight rows j .. j + nr are in bounds.
-            unsafe {
-                let (ap, wp, op) = (a.add(r * kw), w.add(j * kw), acc.add(r * acc_stride + j));
-                dispatch_4x4!(binary_tile, mr, nr, ap, wp, kw, k, op, acc_stride);
-            }
-            j += nr;
+    for_tiles(rows, n, |r, mr, j, nr| {
+        // SAFETY: rows r .. r + mr and weight rows j .. j + nr are in bounds (caller's
+        // contract).
+        unsafe {
+            let (ap, wp, op) = (a.add(r * kw), w.add(j * kw), acc.add(r * acc_stride + j));
+            dispatch_tile!(binary_tile, mr, nr, ap, wp, kw, k, op, acc_stride);
         }
-        r += mr;
-    }
+    });
 }
 
 /// Int8 micro-tile: exact `sum(a_i * w_j)` over `s` bytes (a multiple of 4) of `MR` rows of
@@ -231,19 +216,12 @@ pub(crate) unsafe fn int8_rows(
     acc: *mut i32,
     acc_stride: usize,
 ) {
-    let mut r = 0;
-    while r < rows {
-        let mr = (rows - r).min(4);
-        let mut j = 0;
-        while j < n {
-            let nr = (n - j).min(4);
-            // SAFETY: rows r .. r + mr and weight rows j .. j + nr are in bounds.
-            unsafe {
-                let (ap, wp, op) = (a.add(r * s), w.add(j * s), acc.add(r * acc_stride + j));
-                dispatch_4x4!(int8_tile, mr, nr, ap, wp, s, op, acc_stride);
-            }
-            j += nr;
+    for_tiles(rows, n, |r, mr, j, nr| {
+        // SAFETY: rows r .. r + mr and weight rows j .. j + nr are in bounds (caller's
+        // contract).
+        unsafe {
+            let (ap, wp, op) = (a.add(r * s), w.add(j * s), acc.add(r * acc_stride + j));
+            dispatch_tile!(int8_tile, mr, nr, ap, wp, s, op, acc_stride);
         }
-        r += mr;
-    }
+    });
 }

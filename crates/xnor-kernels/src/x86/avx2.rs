@@ -15,8 +15,6 @@
 
 use std::arch::x86_64::*;
 
-use super::dispatch_tile;
-
 /// Binary micro-tile: `MR` rows x `NV` panels (8 channels each).
 ///
 /// # Safety

@@ -28,7 +28,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{dispatch_binary_tile, dispatch_tile};
+use super::dispatch_binary_tile;
 use crate::int8::Run;
 
 /// Independent chains in the popcount peak loop (2 * 12 + 2 zmm registers live).
