@@ -241,7 +241,7 @@ pub(crate) unsafe fn binary_rows(
 /// (stride `out_stride`) of `NV * 16` values.
 #[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn binary_tile_d<const MR: usize, const NV: usize, const KD: usize>(
+unsafe fn binary_tile_d<const MR: usize, const NV: usize, const KD: usize, const AS: usize>(
     a: *const u32,
     a_stride: usize,
     kd: usize,
@@ -250,7 +250,12 @@ unsafe fn binary_tile_d<const MR: usize, const NV: usize, const KD: usize>(
     out: *mut i32,
     out_stride: usize,
 ) {
+    // KD, AS > 0: the dword count and the row stride known at compile time (the unrolled
+    // ResNet-20 shapes): every row's dword is then a constant displacement from `a`; with a
+    // run-time stride the row offsets did not fit in registers and were reloaded from the
+    // stack for every broadcast.
     let kd = if KD > 0 { KD } else { kd };
+    let a_stride = if AS > 0 { AS } else { a_stride };
     let pstride = kd * 16;
     let mut acc = [[_mm512_setzero_si512(); NV]; MR];
     for d in 0..kd {
@@ -319,20 +324,25 @@ pub(crate) unsafe fn binary_rows_d(
                 let op = acc.add(r * acc_stride + p * 16);
                 let args = (ap, a_stride, kd, k, wp, op, acc_stride);
                 macro_rules! call {
-                    ($mr:literal, $nv:literal, $kd:literal) => {
-                        binary_tile_d::<$mr, $nv, $kd>(
+                    ($mr:literal, $nv:literal, $kd:literal, $as:literal) => {
+                        binary_tile_d::<$mr, $nv, $kd, $as>(
                             args.0, args.1, args.2, args.3, args.4, args.5, args.6,
                         )
                     };
                 }
-                match (full, nv, kd) {
-                    (true, 1, 5) => call!(16, 1, 5),
-                    (true, 1, 9) => call!(16, 1, 9),
-                    (true, 1, _) => call!(16, 1, 0),
-                    (true, _, 5) => call!(12, 2, 5),
-                    (true, _, 9) => call!(12, 2, 9),
-                    (true, _, _) => call!(12, 2, 0),
-                    (false, _, _) => {
+                // The GEMM layout's row strides for K = 144 and 288: 3 and 5 words.
+                match (full, nv, kd, a_stride) {
+                    (true, 1, 5, 6) => call!(16, 1, 5, 6),
+                    (true, 1, 9, 10) => call!(16, 1, 9, 10),
+                    (true, 1, 5, _) => call!(16, 1, 5, 0),
+                    (true, 1, 9, _) => call!(16, 1, 9, 0),
+                    (true, 1, _, _) => call!(16, 1, 0, 0),
+                    (true, _, 5, 6) => call!(12, 2, 5, 6),
+                    (true, _, 9, 10) => call!(12, 2, 9, 10),
+                    (true, _, 5, _) => call!(12, 2, 5, 0),
+                    (true, _, 9, _) => call!(12, 2, 9, 0),
+                    (true, _, _, _) => call!(12, 2, 0, 0),
+                    (false, _, _, _) => {
                         dispatch_tile!(
                             binary_tile_d_small,
                             mr,
@@ -370,7 +380,7 @@ unsafe fn binary_tile_d_small<const MR: usize, const NV: usize>(
     out_stride: usize,
 ) {
     // SAFETY: forwarded caller's contract.
-    unsafe { binary_tile_d::<MR, NV, 0>(a, a_stride, kd, k, w, out, out_stride) }
+    unsafe { binary_tile_d::<MR, NV, 0, 0>(a, a_stride, kd, k, w, out, out_stride) }
 }
 
 /// Binary micro-tile with the threshold epilogue fused: like [`binary_tile`], but instead of
