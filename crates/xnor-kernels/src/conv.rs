@@ -142,6 +142,8 @@ thread_local! {
     static ACC_BORDER: Cell<Vec<i32>> = const { Cell::new(Vec::new()) };
     static PADDED: Cell<Vec<u64>> = const { Cell::new(Vec::new()) };
     static DD_BUF: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
+    /// The layout `(batch, h, w, padding, cin)` whose zero padding `DD_BUF` holds.
+    static DD_LAYOUT: Cell<[usize; 5]> = const { Cell::new([0; 5]) };
     static PADDED8: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
@@ -861,8 +863,14 @@ impl BinaryConv2d {
         } else {
             (0, 0)
         };
-        buf.clear();
-        buf.resize(len32 + len16 + lenv, 0);
+        // Every call writes the same pixels of a given layout and never its padding, so a
+        // buffer last used for this layout (on this thread) already holds zero padding and
+        // slack; any other layout clears it first.
+        let layout = [batch, h, w, p, self.cin];
+        if DD_LAYOUT.with(|c| c.replace(layout)) != layout || buf.len() != len32 + len16 + lenv {
+            buf.clear();
+            buf.resize(len32 + len16 + lenv, 0);
+        }
         let (b32, rest) = buf.split_at_mut(len32);
         let (b16, bv) = rest.split_at_mut(len16);
         let mut any = 0;

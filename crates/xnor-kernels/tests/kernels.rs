@@ -482,6 +482,30 @@ fn direct_dense_convs_match_naive_conv() {
 }
 
 #[test]
+fn direct_dense_copies_follow_padding_and_shape() {
+    // The direct dense kernel's padded input copy is reused by the next call of the same
+    // layout on the thread without clearing; layouts with equal padded sizes but other
+    // paddings (32x32 pad 1 and 30x30 pad 2 are both 34x34), other channel counts or batch
+    // sizes must not see its stale pixels. Alternate them on one thread.
+    let mut seed = 4242;
+    for _ in 0..2 {
+        for &(b, h, w, cin, pad) in &[
+            (1, 32, 32, 16, 1),
+            (1, 30, 30, 16, 2),
+            (1, 32, 32, 16, 1),
+            (2, 32, 32, 16, 1),
+            (1, 32, 32, 32, 1),
+            (1, 30, 30, 32, 2),
+            (1, 33, 31, 16, 0),
+            (1, 31, 29, 16, 1),
+        ] {
+            seed += 1;
+            check_binary_conv(b, h, w, cin, 16, 3, 1, pad, seed);
+        }
+    }
+}
+
+#[test]
 fn conv_tables_follow_input_size_and_thresholds() {
     // One layer called with alternating input sizes and thresholds: the per-size tables it
     // keeps between calls must never be reused for another size or other thresholds.
