@@ -194,7 +194,7 @@ pub struct BinaryConv2d {
 }
 
 /// Weights of the direct dense 3x3 conv (`x86/avx512.rs`, `binary_tile_dd`): `cout / 16`
-/// dword panels of `dwords(cin)` dwords x 16 channels. `Cin = 32`: dword `d` is tap `d`;
+/// dword panels of `dd_dwords(cin)` dwords x 16 channels. `Cin = 32`: dword `d` is tap `d`;
 /// `Cin = 16`: dwords 0-2 hold taps `(0, kx)` (bits 0-15) and `(1, kx)` (bits 16-31) of
 /// column `kx`, dword 3 taps `(2, 0)` and `(2, 1)`, dword 4 tap `(2, 2)` (bits 16-31 zero).
 #[derive(Debug, Clone)]
@@ -203,22 +203,15 @@ struct DirectDense {
     panels: Vec<u32>,
 }
 
+#[cfg(target_arch = "x86_64")]
 impl DirectDense {
-    /// Dwords per output pixel (and per panel row).
-    const fn dwords(cin: usize) -> usize {
-        if cin == 16 { 5 } else { 9 }
-    }
-
     /// The panels for OHWI weights of one word per tap, when the shape qualifies.
     fn new(weights: &[u64], cout: usize, cin: usize, geom: &Geom) -> Option<Self> {
-        let shape_ok = cfg!(target_arch = "x86_64")
-            && geom.kh == 3
-            && geom.kw == 3
-            && (cin == 16 || cin == 32);
+        let shape_ok = geom.kh == 3 && geom.kw == 3 && (cin == 16 || cin == 32);
         if !shape_ok || !(1..=2).contains(&geom.stride) || cout == 0 || !cout.is_multiple_of(16) {
             return None;
         }
-        let kd = Self::dwords(cin);
+        let kd = crate::x86::avx512::dd_dwords(cin);
         let mut panels = vec![0u32; cout * kd];
         for o in 0..cout {
             let tap = |ky: usize, kx: usize| weights[o * 9 + ky * 3 + kx];
@@ -333,7 +326,10 @@ impl BinaryConv2d {
             cw,
             dense,
             weights: BinaryWeights::with_row_words(&rows, cout, k, kwords),
+            #[cfg(target_arch = "x86_64")]
             dd: DirectDense::new(weights, cout, cin, &geom),
+            #[cfg(not(target_arch = "x86_64"))]
+            dd: None,
             tap_sums,
             cache: Mutex::default(),
         })
@@ -555,12 +551,8 @@ impl BinaryConv2d {
         let (hp, wp) = (h + 2 * p, w + 2 * p);
         dst.clear();
         dst.resize(batch * hp * wp * cw, 0);
-        for b in 0..batch {
-            for y in 0..h {
-                let s = ((b * h + y) * w) * cw;
-                let d = ((b * hp + y + p) * wp + p) * cw;
-                dst[d..d + w * cw].copy_from_slice(&input[s..s + w * cw]);
-            }
+        for (s, d) in padded_rows(batch, h, w, p) {
+            dst[d * cw..(d + w) * cw].copy_from_slice(&input[s * cw..(s + w) * cw]);
         }
     }
 
@@ -874,26 +866,22 @@ impl BinaryConv2d {
         let (b32, rest) = buf.split_at_mut(len32);
         let (b16, bv) = rest.split_at_mut(len16);
         let mut any = 0;
-        for b in 0..batch {
-            for y in 0..h {
-                let s = (b * h + y) * w;
-                let d = (b * hp + y + p) * wp + p;
-                // SAFETY: AVX-512 is available (callers use this path only then); the source
-                // row holds w words, the destinations w values from pixel d (d + w <= np; the
-                // u16 copy holds np values).
-                any |= unsafe {
-                    crate::x86::avx512::narrow_pixels(
-                        input[s..s + w].as_ptr(),
-                        w,
-                        b32[d..d + w].as_mut_ptr(),
-                        if len16 > 0 {
-                            b16.as_mut_ptr().cast::<u16>().add(d)
-                        } else {
-                            std::ptr::null_mut()
-                        },
-                    )
-                };
-            }
+        for (s, d) in padded_rows(batch, h, w, p) {
+            // SAFETY: AVX-512 is available (callers use this path only then); the source row
+            // holds w words, the destinations w values from pixel d (d + w <= np; the u16
+            // copy holds np values).
+            any |= unsafe {
+                crate::x86::avx512::narrow_pixels(
+                    input[s..s + w].as_ptr(),
+                    w,
+                    b32[d..d + w].as_mut_ptr(),
+                    if len16 > 0 {
+                        b16.as_mut_ptr().cast::<u16>().add(d)
+                    } else {
+                        std::ptr::null_mut()
+                    },
+                )
+            };
         }
         if lenv > 0 {
             for (i, v) in bv[..np - wp].iter_mut().enumerate() {
@@ -924,7 +912,7 @@ impl BinaryConv2d {
         use crate::x86::avx512::{DdOut, binary_run_dd};
         let dd = self.dd.as_ref().expect("direct dense weights");
         let (cin, s, cout) = (self.cin, self.geom.stride, self.cout);
-        let kd = DirectDense::dwords(cin);
+        let kd = crate::x86::avx512::dd_dwords(cin);
         let bytes = buf.len() * 4;
         let nw = cout.div_ceil(64);
         static ZERO: [usize; 1] = [0];
@@ -949,11 +937,7 @@ impl BinaryConv2d {
             }
             None => assert!(acc.len() >= rows * cout),
         }
-        let mut pos = PixelIter::new(r0, ho, wo);
-        let mut r = 0;
-        while r < rows {
-            let (b, oy, ox) = pos.peek();
-            let len = (rows - r).min(wo - ox);
+        for (r, (b, oy, ox), len) in row_runs(r0, rows, ho, wo) {
             let mut offs = [0usize; 9];
             let px = |ky: usize| (b * hp + oy * s + ky) * wp + ox * s;
             if cin == 32 {
@@ -997,35 +981,22 @@ impl BinaryConv2d {
             // the run (asserted), every threshold row cout values (FusedThresholds), flip and
             // valid cout / 8 bytes (asserted).
             unsafe {
+                macro_rules! run {
+                    ($cin:literal, $s:literal, $fused:literal) => {
+                        binary_run_dd::<$cin, $s, $fused>(args.0, args.1, args.2, w, np, k, or)
+                    };
+                }
                 match (cin, s, fused.is_some()) {
-                    (16, 1, false) => {
-                        binary_run_dd::<16, 1, false>(args.0, args.1, args.2, w, np, k, or)
-                    }
-                    (16, 1, true) => {
-                        binary_run_dd::<16, 1, true>(args.0, args.1, args.2, w, np, k, or)
-                    }
-                    (16, _, false) => {
-                        binary_run_dd::<16, 2, false>(args.0, args.1, args.2, w, np, k, or)
-                    }
-                    (16, _, true) => {
-                        binary_run_dd::<16, 2, true>(args.0, args.1, args.2, w, np, k, or)
-                    }
-                    (_, 1, false) => {
-                        binary_run_dd::<32, 1, false>(args.0, args.1, args.2, w, np, k, or)
-                    }
-                    (_, 1, true) => {
-                        binary_run_dd::<32, 1, true>(args.0, args.1, args.2, w, np, k, or)
-                    }
-                    (_, _, false) => {
-                        binary_run_dd::<32, 2, false>(args.0, args.1, args.2, w, np, k, or)
-                    }
-                    (_, _, true) => {
-                        binary_run_dd::<32, 2, true>(args.0, args.1, args.2, w, np, k, or)
-                    }
+                    (16, 1, false) => run!(16, 1, false),
+                    (16, 1, true) => run!(16, 1, true),
+                    (16, _, false) => run!(16, 2, false),
+                    (16, _, true) => run!(16, 2, true),
+                    (_, 1, false) => run!(32, 1, false),
+                    (_, 1, true) => run!(32, 1, true),
+                    (_, _, false) => run!(32, 2, false),
+                    (_, _, true) => run!(32, 2, true),
                 }
             }
-            pos.advance(len);
-            r += len;
         }
     }
 
@@ -1149,21 +1120,20 @@ impl BinaryConv2d {
         // AVX-512, 3x3, Cin 16 or 32: the direct dense kernel on pre-padded narrow copies of
         // the input (built here, which also checks the pad bits), no im2col.
         #[cfg(target_arch = "x86_64")]
-        let dd = (isa == Isa::Avx512 && self.dd.is_some() && m > 0).then(|| {
+        if isa == Isa::Avx512 && self.dd.is_some() && m > 0 {
             let mut buf = DD_BUF.with(|c| c.take());
             let offs16 = self.dd_input(input, batch, h, w, &mut buf);
-            (buf, offs16)
-        });
-        #[cfg(target_arch = "x86_64")]
-        if let Some((buf, offs16)) = dd {
-            let Some(offs16) = offs16 else {
-                DD_BUF.with(|c| c.set(buf));
-                check_pad_bits(OP, "input", input, pixels, self.cin)?;
-                unreachable!("dd_input reported a pad bit the check did not find");
+            let r = match offs16 {
+                Some(offs16) => self.forward_dd(&buf, offs16, batch, (h, w, ho, wo), out),
+                None => check_pad_bits(OP, "input", input, pixels, self.cin),
             };
-            let r = self.forward_dd(&buf, offs16, batch, (h, w, ho, wo), out);
             DD_BUF.with(|c| c.set(buf));
-            return r;
+            r?;
+            assert!(
+                offs16.is_some(),
+                "dd_input reported a pad bit the check did not find"
+            );
+            return Ok(());
         }
         check_pad_bits(OP, "input", input, pixels, self.cin)?;
         let kwords = self.weights.words_per_row();
@@ -1290,7 +1260,7 @@ impl BinaryConv2d {
         let dims = (h + 2 * p, w + 2 * p, ho, wo);
         let corr = (self.pad_mode == PadMode::Zero && p > 0)
             .then(|| self.cached_corrections(h, w, ho, wo));
-        let work = m * self.cout * DirectDense::dwords(self.cin) / 2;
+        let work = m * self.cout * crate::x86::avx512::dd_dwords(self.cin) / 2;
         let parallel = epilogue::want_parallel(m, work);
         let n_pad = self.weights.n_pad();
         if let Output::Packed { thresholds, out } = out {
@@ -1501,6 +1471,36 @@ impl PixelIter {
     }
 }
 
+/// The stretches of consecutive pixels of one output row among output rows
+/// `r0 .. r0 + rows` (`ho x wo` per image): `(r, (b, oy, ox), len)`, `r` the index of the
+/// stretch's first pixel within the block.
+fn row_runs(
+    r0: usize,
+    rows: usize,
+    ho: usize,
+    wo: usize,
+) -> impl Iterator<Item = (usize, (usize, usize, usize), usize)> {
+    let mut pos = PixelIter::new(r0, ho, wo);
+    let mut r = 0;
+    std::iter::from_fn(move || {
+        (r < rows).then(|| {
+            let (b, oy, ox) = pos.peek();
+            let len = (rows - r).min(wo - ox);
+            let run = (r, (b, oy, ox), len);
+            pos.advance(len);
+            r += len;
+            run
+        })
+    })
+}
+
+/// The rows of `batch` images of `h x w` pixels copied into the same images padded by `p`
+/// pixels on every side: `(source pixel, destination pixel)` of each row's first pixel.
+fn padded_rows(batch: usize, h: usize, w: usize, p: usize) -> impl Iterator<Item = (usize, usize)> {
+    let (hp, wp) = (h + 2 * p, w + 2 * p);
+    (0..batch * h).map(move |row| (row * w, ((row / h) * hp + row % h + p) * wp + p))
+}
+
 /// Zero-padding corrections for one input size.
 #[derive(Debug)]
 struct Corrections {
@@ -1528,11 +1528,7 @@ impl Corrections {
     ) {
         // Run by run (one output row's pixels each); rows of the interior row class visit
         // only their border columns.
-        let mut pos = PixelIter::new(r0, ho, wo);
-        let mut r = 0;
-        while r < rows {
-            let (_, oy, ox) = pos.peek();
-            let len = (rows - r).min(wo - ox);
+        for (r, (_, oy, ox), len) in row_runs(r0, rows, ho, wo) {
             let yc = self.yi[oy] as usize;
             let mut sub = |x: usize| {
                 let xc = self.xi[x] as usize;
@@ -1553,8 +1549,6 @@ impl Corrections {
             } else {
                 (ox..ox + len).for_each(sub);
             }
-            pos.advance(len);
-            r += len;
         }
     }
 }
@@ -1800,17 +1794,13 @@ impl Int8Conv2d {
         let (hp, wp) = (h + 2 * p, w + 2 * p);
         buf.clear();
         buf.resize(batch * hp * wp * cs + 64, 0x80);
-        let row = w * cs;
         let mut ok = true;
-        for b in 0..batch {
-            for y in 0..h {
-                let s = (b * h + y) * row;
-                let d = ((b * hp + y + p) * wp + p) * cs;
-                // SAFETY: AVX-512 is available (the VNNI path); both slices hold `row` bytes.
-                ok &= unsafe {
-                    crate::x86::avx512::offset_i8(&input[s..s + row], &mut buf[d..d + row])
-                };
-            }
+        for (s, d) in padded_rows(batch, h, w, p) {
+            let (s, d) = (s * cs, d * cs);
+            // SAFETY: AVX-512 is available (the VNNI path); both slices hold a row of bytes.
+            ok &= unsafe {
+                crate::x86::avx512::offset_i8(&input[s..s + w * cs], &mut buf[d..d + w * cs])
+            };
         }
         ok
     }
@@ -1854,19 +1844,13 @@ impl Int8Conv2d {
                 }
                 let mut runs = [Run::default(); ROW_BLOCK];
                 let mut nruns = 0;
-                let mut pos = PixelIter::new(r0, ho, wo);
-                let mut r = 0;
-                while r < rows {
-                    let (b, oy, ox) = pos.peek();
-                    let len = (rows - r).min(wo - ox);
+                for (r, (b, oy, ox), len) in row_runs(r0, rows, ho, wo) {
                     runs[nruns] = Run {
                         a_off: ((b * hp + oy * stride) * wp + ox * stride) * cs,
                         r0: r,
                         len,
                     };
                     nruns += 1;
-                    pos.advance(len);
-                    r += len;
                 }
                 int8_block_offset_segments(
                     isa,
