@@ -168,6 +168,21 @@ impl BinaryWeights {
     }
 
     /// Accumulator row stride used by the kernels (`n` rounded up to 8).
+    /// A copy of the 8-channel panels with every word of the channels `flip` selects
+    /// complemented (pad bits included): for such a channel the kernels count
+    /// `64 * kw - popcount` (see `FusedThresholds` in `conv.rs`).
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn flipped_panels(&self, flip: impl Fn(usize) -> bool) -> Vec<u64> {
+        let mut panels = self.panels.clone();
+        for j in (0..self.n).filter(|&j| flip(j)) {
+            let (p, lane) = (j / 8, j % 8);
+            for kk in 0..self.kw {
+                panels[p * self.kw * 8 + kk * 8 + lane] ^= !0;
+            }
+        }
+        panels
+    }
+
     pub(crate) fn n_pad(&self) -> usize {
         self.n.div_ceil(8) * 8
     }
@@ -328,8 +343,9 @@ pub(crate) fn binary_block_segments_avx512(
 ///
 /// # Safety
 /// Every `thr[r]` must be valid for `w.n_pad()` `i32` reads and every `out[r]` for
-/// `w.n_pad() / 8` byte writes (and not alias other rows' bytes); `flip` and `valid` must hold
-/// at least `w.n_pad() / 8` bytes (asserted).
+/// `w.n_pad() / 8` byte writes (and not alias other rows' bytes). `panels` replaces the
+/// weights' own panels when non-empty (the flipped copy of `FusedThresholds`; same length,
+/// asserted).
 ///
 /// # Panics
 /// When a segment would read past `a`, or `thr`/`out` hold fewer than `rows` pointers.
@@ -345,12 +361,16 @@ pub(crate) unsafe fn binary_block_thr_avx512(
     w: &BinaryWeights,
     thr: &[*const i32],
     out: &[*mut u8],
-    flip: &[u8],
-    valid: &[u8],
+    panels: &[u64],
 ) {
     let n_pad = w.n_pad();
     assert!(thr.len() >= rows && out.len() >= rows && rows <= 32);
-    assert!(flip.len() >= n_pad / 8 && valid.len() >= n_pad / 8);
+    let panels = if panels.is_empty() {
+        &w.panels[..]
+    } else {
+        assert_eq!(panels.len(), w.panels.len(), "flipped panels");
+        panels
+    };
     if rows == 0 {
         return;
     }
@@ -366,12 +386,10 @@ pub(crate) unsafe fn binary_block_thr_avx512(
             a_stride,
             k_stride,
             rows,
-            w.panels.as_ptr(),
+            panels.as_ptr(),
             n_pad / 8,
             thr,
             out,
-            flip.as_ptr(),
-            valid.as_ptr(),
         )
     }
 }

@@ -385,15 +385,15 @@ unsafe fn binary_tile_d_small<const MR: usize, const NV: usize>(
 
 /// Binary micro-tile with the threshold epilogue fused: like [`binary_tile`], but instead of
 /// storing `i32` results it compares the popcounts with the row's thresholds, given in the
-/// popcount domain (`K - 2 * pc < t <=> pc >= floor((K - t) / 2) + 1`, clamped to
-/// `0 ..= K + 1`, see `conv.rs`), and stores packed signs: two panels' counts are narrowed
-/// into one vector (one permute), compared (`vpcmpd`), and the 16 bits
-/// `((pc >= thr) ^ flip) & valid` go to bytes `j, j + 1` of the row's output (channels are
-/// multiples of 8 apart, so every panel owns one output byte). No `K - 2 * pc`.
+/// popcount domain with the flip and the valid channels folded into the thresholds and the
+/// weights (see `FusedThresholds` in `conv.rs`): two panels' counts are narrowed into one
+/// vector (one permute), compared (`vpcmpd`), and the 16 bits `pc >= thr` go to bytes
+/// `j, j + 1` of the row's output (channels are multiples of 8 apart, so every panel owns one
+/// output byte). No `K - 2 * pc`, no flip or valid masks.
 ///
 /// # Safety
 /// As [`binary_acc!`] for `a`, `seg_offs` and `w`; `thr[i]` valid for `NV * 8` `i32`,
-/// `out[i]` for `NV` bytes (`i < MR`), `flip` and `valid` for `NV` bytes.
+/// `out[i]` for `NV` bytes (`i < MR`).
 #[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn binary_tile_thr<const MR: usize, const NV: usize, const NS: usize, const SL: usize>(
@@ -406,16 +406,14 @@ unsafe fn binary_tile_thr<const MR: usize, const NV: usize, const NS: usize, con
     w: *const u64,
     thr: *const *const i32,
     out: *const *mut u8,
-    flip: *const u8,
-    valid: *const u8,
 ) {
     // NS > 0: exactly NS segments of SL words, known at compile time (fully unrolled).
     let (nseg, seg_len) = if NS > 0 { (NS, SL) } else { (nseg, seg_len) };
     let acc = binary_acc!(MR, NV, a, seg_offs, nseg, seg_len, a_stride, k_stride, w);
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     for (i, acc_i) in acc.iter().enumerate() {
-        // SAFETY: thr and out hold MR row pointers; thresholds j*8..j*8+16 and flip/valid/out
-        // bytes j, j+1 are in bounds for j < NV (caller's contract).
+        // SAFETY: thr and out hold MR row pointers; thresholds j*8..j*8+16 and out bytes
+        // j, j+1 are in bounds for j < NV (caller's contract).
         unsafe {
             let (t, o) = (thr.add(i).read(), out.add(i).read());
             // Two panels' counts narrowed into one vector, one compare per 16 channels.
@@ -423,16 +421,13 @@ unsafe fn binary_tile_thr<const MR: usize, const NV: usize, const NS: usize, con
             while j + 1 < NV {
                 let pc = _mm512_permutex2var_epi32(acc_i[j], even, acc_i[j + 1]);
                 let m = _mm512_cmpge_epi32_mask(pc, _mm512_loadu_si512(t.add(j * 8).cast()));
-                let f = flip.add(j).cast::<u16>().read_unaligned();
-                let v = valid.add(j).cast::<u16>().read_unaligned();
-                o.add(j).cast::<u16>().write_unaligned((m ^ f) & v);
+                o.add(j).cast::<u16>().write_unaligned(m);
                 j += 2;
             }
             if j < NV {
                 let pc = _mm512_cvtepi64_epi32(acc_i[j]);
                 let m = _mm256_cmpge_epi32_mask(pc, _mm256_loadu_si256(t.add(j * 8).cast()));
-                o.add(j)
-                    .write((m ^ flip.add(j).read()) & valid.add(j).read());
+                o.add(j).write(m);
             }
         }
     }
@@ -444,7 +439,7 @@ unsafe fn binary_tile_thr<const MR: usize, const NV: usize, const NS: usize, con
 ///
 /// # Safety
 /// As [`binary_rows`] for `a`, `seg_offs`, `w`; `thr` and `out` hold `rows` pointers, each
-/// valid for `npanels * 8` `i32` / `npanels` bytes; `flip` and `valid` for `npanels` bytes.
+/// valid for `npanels * 8` `i32` / `npanels` bytes.
 #[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn binary_rows_thr(
@@ -458,8 +453,6 @@ pub(crate) unsafe fn binary_rows_thr(
     npanels: usize,
     thr: &[*const i32],
     out: &[*mut u8],
-    flip: *const u8,
-    valid: *const u8,
 ) {
     let nseg = seg_offs.len();
     let so = seg_offs.as_ptr();
@@ -504,9 +497,7 @@ pub(crate) unsafe fn binary_rows_thr(
                     k_stride,
                     wp,
                     tp.as_ptr().add(r),
-                    op.as_ptr().add(r),
-                    flip.add(p),
-                    valid.add(p)
+                    op.as_ptr().add(r)
                 );
             }
             r += mr;
@@ -1320,8 +1311,8 @@ pub(crate) unsafe fn act_range_ok(a: &[i8]) -> bool {
 /// (pixel `r` of the run): `I32` rows of `K - 2 * popcount` (`acc + r * acc_stride`), or, when
 /// fused, packed signs (bytes at `out + r * out_stride`) compared with the popcount-domain
 /// thresholds at `thr + xoff[r * xstep]` (the run's threshold rows share the output row's
-/// border case; `xoff` picks the column's), with `flip` and `valid` as in
-/// [`binary_tile_thr`], 16 channels per dword panel, i.e. two output bytes per panel.
+/// border case; `xoff` picks the column's; flip and valid channels folded in as for
+/// [`binary_tile_thr`]), 16 channels per dword panel, i.e. two output bytes per panel.
 #[derive(Clone, Copy)]
 pub(crate) struct DdOut {
     pub(crate) acc: *mut i32,
@@ -1331,8 +1322,6 @@ pub(crate) struct DdOut {
     pub(crate) xstep: usize,
     pub(crate) out: *mut u8,
     pub(crate) out_stride: usize,
-    pub(crate) flip: *const u8,
-    pub(crate) valid: *const u8,
 }
 
 /// Dwords per output pixel of the direct dense 3x3 conv: `Cin = 32`: one per tap; `Cin = 16`:
@@ -1408,17 +1397,15 @@ unsafe fn binary_tile_dd<
     if FUSED {
         for (i, acc_i) in acc.iter().enumerate() {
             // SAFETY: pixel r0 + i's threshold offset, the thresholds of channels
-            // 16c .. 16c + 16 and bytes 2c, 2c + 1 of its output and of flip/valid
-            // (c < p + NV) are valid (caller's contract).
+            // 16c .. 16c + 16 and bytes 2c, 2c + 1 of its output (c < p + NV) are valid
+            // (caller's contract).
             unsafe {
                 let t = o.thr.add(o.xoff.add((r0 + i) * o.xstep).read());
                 let out = o.out.add((r0 + i) * o.out_stride);
                 for (j, &pc) in acc_i.iter().enumerate() {
                     let c = p + j;
                     let m = _mm512_cmpge_epi32_mask(pc, _mm512_loadu_si512(t.add(c * 16).cast()));
-                    let f = o.flip.add(2 * c).cast::<u16>().read_unaligned();
-                    let v = o.valid.add(2 * c).cast::<u16>().read_unaligned();
-                    out.add(2 * c).cast::<u16>().write_unaligned((m ^ f) & v);
+                    out.add(2 * c).cast::<u16>().write_unaligned(m);
                 }
             }
         }
