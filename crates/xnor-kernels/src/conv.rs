@@ -930,45 +930,51 @@ impl BinaryConv2d {
         let kd = crate::x86::avx512::dd_dwords(cin);
         let bytes = buf.len() * 4;
         let nw = cout.div_ceil(64);
-        static ZERO: [usize; 1] = [0];
         let o = DdOut {
             acc: acc.as_mut_ptr(),
             acc_stride: cout,
             thr: std::ptr::null(),
-            xoff: ZERO.as_ptr(),
-            xstep: 0,
+            xoff: std::ptr::null(),
             out: chunk.as_mut_ptr().cast(),
             out_stride: nw * 8,
         };
         match fused {
             Some(f) => {
                 assert!(chunk.len() >= rows * nw);
-                assert!(f.rows.len() >= cout && f.x_off.len() == f.y_off.len().min(1) * wo);
+                assert!(f.rows.len() >= cout && f.x_off.len() == wo && f.y_off.len() == ho);
                 chunk.fill(0);
             }
             None => assert!(acc.len() >= rows * cout),
         }
-        for (r, (b, oy, ox), len) in row_runs(r0, rows, ho, wo) {
-            let mut offs = [0usize; 9];
-            let px = |ky: usize| (b * hp + oy * s + ky) * wp + ox * s;
-            if cin == 32 {
-                for (d, o) in offs.iter_mut().enumerate() {
-                    *o = (px(d / 3) + d % 3) * 4;
-                }
-            } else {
-                for (kx, o) in offs.iter_mut().enumerate().take(3) {
-                    *o = bv + (px(0) + kx) * 4;
-                }
-                offs[3] = b16 + px(2) * 2;
-                offs[4] = (px(2) + 2) * 4;
+        // Dword d of the pixel whose window starts at padded pixel `base` is read at byte
+        // `rel[d] + base * unit[d]` (unit 2 for the u16 copy, 4 otherwise).
+        let (mut rel, mut unit) = ([0usize; 9], [4usize; 9]);
+        if cin == 32 {
+            for (d, o) in rel.iter_mut().enumerate() {
+                *o = ((d / 3) * wp + d % 3) * 4;
             }
-            for (d, &off) in offs.iter().enumerate().take(kd) {
-                let step = crate::x86::avx512::dd_step(cin, s, d);
+        } else {
+            for (kx, o) in rel.iter_mut().enumerate().take(3) {
+                *o = bv + kx * 4;
+            }
+            (rel[3], unit[3]) = (b16 + 4 * wp, 2);
+            rel[4] = (2 * wp + 2) * 4;
+        }
+        let window = |b: usize, oy: usize, ox: usize| (b * hp + oy * s) * wp + ox * s;
+        if rows > 0 {
+            // Windows advance with the output pixel, so the block's last pixel reads furthest.
+            let q = r0 + rows - 1;
+            let last = window(q / (ho * wo), q / wo % ho, q % wo);
+            for d in 0..kd {
                 assert!(
-                    off + (len - 1) * step + 4 <= bytes,
+                    rel[d] + last * unit[d] + 4 <= bytes,
                     "direct dense read out of bounds"
                 );
             }
+        }
+        for (r, (b, oy, ox), len) in row_runs(r0, rows, ho, wo) {
+            let base = window(b, oy, ox);
+            let offs: [usize; 9] = std::array::from_fn(|d| rel[d] + base * unit[d]);
             let mut or = DdOut {
                 acc: o.acc.wrapping_add(r * cout),
                 out: o.out.wrapping_add(r * nw * 8),
@@ -977,13 +983,8 @@ impl BinaryConv2d {
             if let Some(f) = fused {
                 // The thresholds of output row oy's border case; x_off picks the column's
                 // (offsets within f.rows, each row cout values: checked when f was built).
-                if f.y_off.is_empty() {
-                    or.thr = f.rows.as_ptr();
-                } else {
-                    or.thr = f.rows[f.y_off[oy]..].as_ptr();
-                    or.xoff = f.x_off[ox..ox + len].as_ptr();
-                    or.xstep = 1;
-                }
+                or.thr = f.rows[f.y_off[oy]..].as_ptr();
+                or.xoff = f.x_off[ox..ox + len].as_ptr();
             }
             let args = (buf.as_ptr().cast::<u8>(), &offs[..], len);
             let w = match fused.map(|f| &f.panels) {
@@ -1052,9 +1053,11 @@ impl BinaryConv2d {
             None => 64 * self.weights.words_per_row(),
         };
         let dims = (self.cout, self.weights.n_pad(), self.weights.k(), bits);
+        let hw_out = self.output_hw(h, w).expect("checked by the caller");
         let f = Arc::new(FusedThresholds::new(
             thresholds,
             corr,
+            hw_out,
             dims,
             |flip| match &self.dd {
                 Some(dd) => Panels::Dwords(dd.flipped(self.cin, flip)),
@@ -1351,7 +1354,7 @@ struct FusedThresholds {
     /// `cases x n_pad` popcount thresholds (a single row without corrections).
     rows: Vec<i32>,
     /// Offsets into `rows` of the case row of output row `oy` and column `ox` (their sum is
-    /// the row of pixel `(oy, ox)`); empty without corrections.
+    /// the row of pixel `(oy, ox)`; zeros without corrections).
     y_off: Vec<usize>,
     x_off: Vec<usize>,
     /// The conv's weight panels with the flipped channels complemented (the direct dense
@@ -1379,6 +1382,7 @@ impl FusedThresholds {
     fn new(
         th: &Thresholds,
         corr: Option<&Corrections>,
+        (ho, wo): (usize, usize),
         (cout, n_pad, k, bits): (usize, usize, usize, usize),
         flipped_panels: impl FnOnce(&dyn Fn(usize) -> bool) -> Panels,
     ) -> Self {
@@ -1401,7 +1405,7 @@ impl FusedThresholds {
         let (rows, (y_off, x_off)) = match corr {
             None => (
                 (0..n_pad).map(|ch| pc_thr(ch, 0)).collect(),
-                (Vec::new(), Vec::new()),
+                (vec![0; ho], vec![0; wo]),
             ),
             Some(c) => {
                 let ncases = c.table.len() / cout.max(1);
@@ -1432,11 +1436,7 @@ impl FusedThresholds {
     /// `rows` (`oy`, `ox` inside the output it was built for).
     #[inline]
     fn row_ptr(&self, oy: usize, ox: usize) -> *const i32 {
-        let off = if self.y_off.is_empty() {
-            0
-        } else {
-            self.y_off[oy] + self.x_off[ox]
-        };
+        let off = self.y_off[oy] + self.x_off[ox];
         self.rows.as_ptr().wrapping_add(off)
     }
 }

@@ -1310,7 +1310,7 @@ pub(crate) unsafe fn act_range_ok(a: &[i8]) -> bool {
 /// Where a direct dense conv tile ([`binary_tile_dd`]) writes, for the pixels of one run
 /// (pixel `r` of the run): `I32` rows of `K - 2 * popcount` (`acc + r * acc_stride`), or, when
 /// fused, packed signs (bytes at `out + r * out_stride`) compared with the popcount-domain
-/// thresholds at `thr + xoff[r * xstep]` (the run's threshold rows share the output row's
+/// thresholds at `thr + xoff[r]` (the run's threshold rows share the output row's
 /// border case; `xoff` picks the column's; flip and valid channels folded in as for
 /// [`binary_tile_thr`]), 16 channels per dword panel, i.e. two output bytes per panel.
 #[derive(Clone, Copy)]
@@ -1319,7 +1319,6 @@ pub(crate) struct DdOut {
     pub(crate) acc_stride: usize,
     pub(crate) thr: *const i32,
     pub(crate) xoff: *const usize,
-    pub(crate) xstep: usize,
     pub(crate) out: *mut u8,
     pub(crate) out_stride: usize,
 }
@@ -1400,7 +1399,7 @@ unsafe fn binary_tile_dd<
             // 16c .. 16c + 16 and bytes 2c, 2c + 1 of its output (c < p + NV) are valid
             // (caller's contract).
             unsafe {
-                let t = o.thr.add(o.xoff.add((r0 + i) * o.xstep).read());
+                let t = o.thr.add(o.xoff.add(r0 + i).read());
                 let out = o.out.add((r0 + i) * o.out_stride);
                 for (j, &pc) in acc_i.iter().enumerate() {
                     let c = p + j;
