@@ -145,6 +145,8 @@ thread_local! {
     /// The layout `(batch, h, w, padding, cin)` whose zero padding `DD_BUF` holds.
     static DD_LAYOUT: Cell<[usize; 5]> = const { Cell::new([0; 5]) };
     static PADDED8: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    /// The layout `(batch, h, w, padding, pixel bytes)` whose `0x80` padding `PADDED8` holds.
+    static PADDED8_LAYOUT: Cell<[usize; 5]> = const { Cell::new([0; 5]) };
 }
 
 fn with_cols<T: Default + Clone, R>(
@@ -1832,8 +1834,14 @@ impl Int8Conv2d {
     ) -> bool {
         let (p, cs) = (self.geom.pad, self.cs);
         let (hp, wp) = (h + 2 * p, w + 2 * p);
-        buf.clear();
-        buf.resize(batch * hp * wp * cs + 64, 0x80);
+        // As for the direct dense copy: the padding (offset zeros, 0x80) is written only when
+        // this thread's buffer last held another layout; every call rewrites the interior.
+        let len = batch * hp * wp * cs + 64;
+        let layout = [batch, h, w, p, cs];
+        if PADDED8_LAYOUT.with(|c| c.replace(layout)) != layout || buf.len() != len {
+            buf.clear();
+            buf.resize(len, 0x80);
+        }
         let mut ok = true;
         for (s, d) in padded_rows(batch, h, w, p) {
             let (s, d) = (s * cs, d * cs);
@@ -1874,16 +1882,31 @@ impl Int8Conv2d {
             self.cout,
             n_pad,
             parallel,
-            ROW_BLOCK,
+            // I32 rows of the kernel's width are written in place: large blocks (fewer calls),
+            // their runs passed to the kernel up to RUNS at a time.
+            epilogue::DIRECT_BLOCK,
             |r0, rows, acc| {
                 // One run per output row of the block; segment s of a run's pixel 0 is at
                 // run.a_off + offs[s].
+                const RUNS: usize = 32;
                 let mut offs = [0usize; 32];
                 for (ky, o) in offs.iter_mut().enumerate().take(kh) {
                     *o = ky * wp * cs;
                 }
-                let mut runs = [Run::default(); ROW_BLOCK];
+                let mut runs = [Run::default(); RUNS];
                 let mut nruns = 0;
+                let flush = |runs: &[Run], acc: &mut [i32]| {
+                    int8_block_offset_segments(
+                        isa,
+                        buf,
+                        &offs[..kh],
+                        kw * cs,
+                        stride * cs,
+                        runs,
+                        &self.weights,
+                        acc,
+                    );
+                };
                 for (r, (b, oy, ox), len) in row_runs(r0, rows, ho, wo) {
                     runs[nruns] = Run {
                         a_off: ((b * hp + oy * stride) * wp + ox * stride) * cs,
@@ -1891,17 +1914,12 @@ impl Int8Conv2d {
                         len,
                     };
                     nruns += 1;
+                    if nruns == RUNS {
+                        flush(&runs, acc);
+                        nruns = 0;
+                    }
                 }
-                int8_block_offset_segments(
-                    isa,
-                    buf,
-                    &offs[..kh],
-                    kw * cs,
-                    stride * cs,
-                    &runs[..nruns],
-                    &self.weights,
-                    acc,
-                );
+                flush(&runs[..nruns], acc);
             },
         );
     }

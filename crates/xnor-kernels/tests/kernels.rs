@@ -580,6 +580,30 @@ fn int8_conv_matches_naive_conv() {
 }
 
 #[test]
+fn int8_padded_copies_follow_layout_and_many_runs() {
+    // With VNNI, the in-place int8 convs reuse this thread's offset copy of the input without
+    // rewriting its padding when the layout (batch, size, padding, pixel bytes) repeats:
+    // layouts of equal padded size (32x32 pad 1 and 30x30 pad 2) or other channel counts must
+    // not see stale pixels. Narrow images give blocks of more runs (one per output row) than
+    // the kernel takes per call (30x3 and 40x2: 60-80 runs).
+    let mut seed = 5151;
+    for _ in 0..2 {
+        for &(b, h, w, cin, cout, pad) in &[
+            (1, 32, 32, 16, 16, 1),
+            (1, 30, 30, 16, 16, 2),
+            (1, 32, 32, 16, 16, 1),
+            (1, 32, 32, 32, 40, 1),
+            (1, 30, 30, 32, 40, 2),
+            (2, 30, 3, 16, 16, 1),
+            (1, 40, 2, 16, 40, 1),
+        ] {
+            seed += 1;
+            check_int8_conv(b, h, w, cin, cout, 3, 1, pad, seed);
+        }
+    }
+}
+
+#[test]
 fn int8_conv_extreme_values_are_exact() {
     // Activations at +-64 against weights -128 / 127 through im2col (padded positions and the
     // +128 offset of the VNNI path), a 3x3 and a 5x5 kernel.
