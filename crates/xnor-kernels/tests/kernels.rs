@@ -580,6 +580,19 @@ fn int8_conv_matches_naive_conv() {
 }
 
 #[test]
+fn int8_pointwise_convs_with_wide_pixels() {
+    // 1x1 convs without padding gather whole pixels (64 bytes at a time, the rest masked):
+    // pixels of exactly 64 bytes and of two chunks plus a tail.
+    let mut seed = 6060;
+    for &cin in &[64, 130] {
+        for &stride in &[1, 2] {
+            seed += 1;
+            check_int8_conv(2, 7, 5, cin, 17, 1, stride, 0, seed);
+        }
+    }
+}
+
+#[test]
 fn int8_padded_copies_follow_layout_and_many_runs() {
     // With VNNI, the in-place int8 convs reuse this thread's offset copy of the input without
     // rewriting its padding when the layout (batch, size, padding, pixel bytes) repeats:

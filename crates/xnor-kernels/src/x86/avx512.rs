@@ -1226,6 +1226,42 @@ pub(crate) unsafe fn im2col_i8_offset(
     let bias = _mm512_set1_epi8(-128);
     let span = kw * cs;
     let (mut b, mut oy, mut ox) = (r0 / (ho * wo), r0 / wo % ho, r0 % wo);
+    if kh == 1 && kw == 1 && pad == 0 && s == cs {
+        // 1x1 without padding (a strided gather of whole pixels, e.g. a stride-2 shortcut):
+        // every pixel is inside and a row is one pixel (`s == cs`), so no masks per row.
+        let tail = lane_bits64(0, (cs % 64) as isize);
+        for r in 0..rows {
+            let src = input.wrapping_add(((b * h + oy * stride) * w + ox * stride) * cs);
+            let d = dst.wrapping_add(r * s);
+            let mut o = 0;
+            while o + 64 <= cs {
+                // SAFETY: bytes o .. o + 64 of the pixel (in bounds of input) and of row r.
+                unsafe {
+                    let v = _mm512_loadu_si512(src.wrapping_add(o).cast());
+                    _mm512_storeu_si512(d.wrapping_add(o).cast(), _mm512_xor_si512(v, bias));
+                }
+                o += 64;
+            }
+            if tail != 0 {
+                // SAFETY: the mask admits the pixel's last cs % 64 bytes; the store writes
+                // bytes o .. o + 64 of row r, inside dst's rows * s + 64 bytes.
+                unsafe {
+                    let v = _mm512_maskz_loadu_epi8(tail, src.wrapping_add(o));
+                    _mm512_storeu_si512(d.wrapping_add(o).cast(), _mm512_xor_si512(v, bias));
+                }
+            }
+            ox += 1;
+            if ox == wo {
+                ox = 0;
+                oy += 1;
+                if oy == ho {
+                    oy = 0;
+                    b += 1;
+                }
+            }
+        }
+        return;
+    }
     for r in 0..rows {
         let d = dst.wrapping_add(r * s);
         let ix0 = (ox * stride) as isize - pad as isize;
