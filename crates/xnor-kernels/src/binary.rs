@@ -12,6 +12,8 @@ use bitpack::Isa;
 
 use crate::epilogue::{self, Output, valid_mask};
 use crate::error::{KernelError, Result, check_len, mul};
+#[cfg(target_arch = "x86_64")]
+use crate::int8::Run;
 use crate::reference;
 
 /// Binary weights (`n` rows of `k` one-bit elements) prepared for every ISA's kernel.
@@ -295,6 +297,23 @@ fn check_segments(
     }
 }
 
+/// [`check_segments`] for every run (rows `run.a_off + r * a_stride` of `run.len` rows).
+fn check_runs(
+    a: &[u64],
+    offs: &[usize],
+    (seg_len, a_stride, k_stride): (usize, usize, usize),
+    runs: &[Run],
+    w: &BinaryWeights,
+) {
+    assert!(Isa::Avx512.is_available() && offs.len() * seg_len == w.kw && seg_len > 0);
+    for run in runs.iter().filter(|r| r.len > 0) {
+        for &o in offs {
+            let last = run.a_off + o + (run.len - 1) * a_stride + (seg_len - 1) * k_stride;
+            assert!(last < a.len(), "binary segment read out of bounds");
+        }
+    }
+}
+
 /// AVX-512 block whose rows are read in place as segments: word `kk` of segment `s` of row
 /// `i` is `a[offs[s] + i * a_stride + kk * k_stride]` (see `x86/avx512.rs`).
 ///
@@ -337,9 +356,11 @@ pub(crate) fn binary_block_segments_avx512(
     }
 }
 
-/// [`binary_block_segments_avx512`] with the fused threshold epilogue: row `r` compares its
-/// popcounts with `thr[r]` (popcount domain, see `conv.rs`) and writes its packed signs
-/// (`n_pad / 8` bytes) at `out[r]`.
+/// [`binary_block_segments_avx512`] on runs of rows with the fused threshold epilogue: row `r`
+/// of a run is read from `a[run.a_off + r * a_stride ..]` (plus the segment offsets) and is
+/// block row `run.r0 + r`, which compares its popcounts with `thr[run.r0 + r]` (popcount
+/// domain, see `conv.rs`) and writes its packed signs (`n_pad / 8` bytes) at
+/// `out[run.r0 + r]`.
 ///
 /// # Safety
 /// Every `thr[r]` must be valid for `w.n_pad()` `i32` reads and every `out[r]` for
@@ -348,7 +369,7 @@ pub(crate) fn binary_block_segments_avx512(
 /// asserted).
 ///
 /// # Panics
-/// When a segment would read past `a`, or `thr`/`out` hold fewer than `rows` pointers.
+/// When a segment would read past `a`, or `thr`/`out` miss a row of the runs (at most 32).
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn binary_block_thr_avx512(
@@ -357,24 +378,22 @@ pub(crate) unsafe fn binary_block_thr_avx512(
     seg_len: usize,
     a_stride: usize,
     k_stride: usize,
-    rows: usize,
+    runs: &[Run],
     w: &BinaryWeights,
     thr: &[*const i32],
     out: &[*mut u8],
     panels: &[u64],
 ) {
     let n_pad = w.n_pad();
-    assert!(thr.len() >= rows && out.len() >= rows && rows <= 32);
+    let rows = thr.len().min(out.len());
+    assert!(rows <= 32 && runs.iter().all(|r| r.r0 + r.len <= rows));
     let panels = if panels.is_empty() {
         &w.panels[..]
     } else {
         assert_eq!(panels.len(), w.panels.len(), "flipped panels");
         panels
     };
-    if rows == 0 {
-        return;
-    }
-    check_segments(a, offs, (seg_len, a_stride, k_stride), rows, w);
+    check_runs(a, offs, (seg_len, a_stride, k_stride), runs, w);
     // SAFETY: AVX-512 is available; activation reads are bounded by the asserts above, the
     // panels hold n_pad / 8 panels of kw * 8 words, and the caller guarantees the threshold
     // and output pointers.
@@ -385,7 +404,7 @@ pub(crate) unsafe fn binary_block_thr_avx512(
             seg_len,
             a_stride,
             k_stride,
-            rows,
+            runs,
             panels.as_ptr(),
             n_pad / 8,
             thr,

@@ -741,7 +741,7 @@ impl BinaryConv2d {
         let call = |a: &[u64],
                     offs: &[usize],
                     (seg_len, a_stride, k_stride): (usize, usize, usize),
-                    n: usize,
+                    runs: &[Run],
                     t: &[*const i32],
                     o: &[*mut u8]| {
             // SAFETY: the thresholds rows hold n_pad values, the output pointers address
@@ -754,7 +754,7 @@ impl BinaryConv2d {
                     seg_len,
                     a_stride,
                     k_stride,
-                    n,
+                    runs,
                     &self.weights,
                     t,
                     o,
@@ -765,14 +765,19 @@ impl BinaryConv2d {
                 )
             }
         };
+        let all = [Run {
+            a_off: 0,
+            r0: 0,
+            len: rows,
+        }];
         if in_place {
             call(
                 &input[r0 * kwords..(r0 + rows) * kwords],
                 &[0],
                 (kwords, kwords, 1),
-                rows,
-                &thr,
-                &out,
+                &all,
+                &thr[..rows],
+                &out[..rows],
             );
             return;
         }
@@ -780,7 +785,8 @@ impl BinaryConv2d {
             let stride_k = rows + 8;
             with_cols(&COLS64, kwords * stride_k, |cols| {
                 self.im2col_dense_avx512(input, dims, r0, rows, cols, stride_k);
-                call(cols, &[0], (kwords, 1, stride_k), rows, &thr, &out);
+                let (t, o) = (&thr[..rows], &out[..rows]);
+                call(cols, &[0], (kwords, 1, stride_k), &all, t, o);
             });
             return;
         }
@@ -788,6 +794,14 @@ impl BinaryConv2d {
         let interior_x = |ox: usize| ox * stride >= pad && ox * stride - pad + kw <= w;
         let mut border = [0u8; crate::ROW_BLOCK];
         let mut nborder = 0;
+        // Interior runs (of one output row each) read the input in place: one call for the
+        // block, segment kr of a run's first pixel at run.a_off + offs[kr].
+        let mut runs = [Run::default(); crate::ROW_BLOCK];
+        let mut nruns = 0;
+        let mut offs = [0usize; 32];
+        for (kr, o) in offs.iter_mut().enumerate().take(kh) {
+            *o = kr * w * cw;
+        }
         let mut pos = PixelIter::new(r0, ho, wo);
         let mut r = 0;
         while r < rows {
@@ -803,21 +817,25 @@ impl BinaryConv2d {
             while r + len < rows && ox + len < wo && interior_x(ox + len) {
                 len += 1;
             }
-            let mut offs = [0usize; 32];
             let (iy0, ix0) = (oy * stride - pad, ox * stride - pad);
-            for (kr, o) in offs.iter_mut().enumerate().take(kh) {
-                *o = ((b * h + iy0 + kr) * w + ix0) * cw;
-            }
+            runs[nruns] = Run {
+                a_off: ((b * h + iy0) * w + ix0) * cw,
+                r0: r,
+                len,
+            };
+            nruns += 1;
+            pos.advance(len);
+            r += len;
+        }
+        if nruns > 0 {
             call(
                 input,
                 &offs[..kh],
                 (kw * cw, stride * cw, 1),
-                len,
-                &thr[r..r + len],
-                &out[r..r + len],
+                &runs[..nruns],
+                &thr[..rows],
+                &out[..rows],
             );
-            pos.advance(len);
-            r += len;
         }
         if nborder > 0 {
             let mut bt = [std::ptr::null::<i32>(); crate::ROW_BLOCK];
@@ -835,11 +853,16 @@ impl BinaryConv2d {
                     bt[i] = thr[br];
                     bo[i] = out[br];
                 }
+                let all = [Run {
+                    a_off: 0,
+                    r0: 0,
+                    len: nborder,
+                }];
                 call(
                     cols,
                     &[0],
                     (kwords, kwords, 1),
-                    nborder,
+                    &all,
                     &bt[..nborder],
                     &bo[..nborder],
                 );

@@ -433,13 +433,17 @@ unsafe fn binary_tile_thr<const MR: usize, const NV: usize, const NS: usize, con
     }
 }
 
-/// Binary block with the fused threshold epilogue: rows as in [`binary_rows`], row `r`'s
-/// popcount-domain thresholds at `thr[r]` (`npanels * 8` values) and its packed output bytes
-/// at `out[r]`.
+/// Binary block with the fused threshold epilogue on runs of rows: row `r` of a run (`r <
+/// run.len`) is read as in [`binary_rows`] from `a + run.a_off + r * a_stride` (words) and is
+/// block row `run.r0 + r`, whose popcount-domain thresholds are at `thr[run.r0 + r]`
+/// (`npanels * 8` values) and packed output bytes at `out[run.r0 + r]`. Panel groups are
+/// outermost, so every run of the block reuses a group's weights and the groups' shifted row
+/// pointers are built once per block.
 ///
 /// # Safety
-/// As [`binary_rows`] for `a`, `seg_offs`, `w`; `thr` and `out` hold `rows` pointers, each
-/// valid for `npanels * 8` `i32` / `npanels` bytes.
+/// As [`binary_rows`] for `a` (for every row of every run), `seg_offs`, `w`; `thr` and `out`
+/// hold a pointer for every block row of the runs, each valid for `npanels * 8` `i32` /
+/// `npanels` bytes.
 #[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn binary_rows_thr(
@@ -448,7 +452,7 @@ pub(crate) unsafe fn binary_rows_thr(
     seg_len: usize,
     a_stride: usize,
     k_stride: usize,
-    rows: usize,
+    runs: &[Run],
     w: *const u64,
     npanels: usize,
     thr: &[*const i32],
@@ -457,7 +461,8 @@ pub(crate) unsafe fn binary_rows_thr(
     let nseg = seg_offs.len();
     let so = seg_offs.as_ptr();
     let kw = nseg * seg_len;
-    assert!(thr.len() >= rows && out.len() >= rows && rows <= 32);
+    let rows = thr.len().min(out.len()).min(32);
+    assert!(runs.iter().all(|run| run.r0 + run.len <= rows));
     let mut p = 0;
     while p < npanels {
         let nv = (npanels - p).min(4);
@@ -472,35 +477,38 @@ pub(crate) unsafe fn binary_rows_thr(
                 op[r] = out[r].add(p);
             }
         }
-        let mut r = 0;
-        while r < rows {
-            let mr = if rows - r >= mr_full {
-                mr_full
-            } else {
-                (rows - r).min(if nv <= 2 { 8 } else { 4 })
-            };
-            // SAFETY: the offsets stay inside the buffers described by the caller's contract.
-            unsafe {
-                let ap = a.add(r * a_stride);
-                let wp = w.add(p * kw * 8);
-                dispatch_binary_tile!(
-                    binary_tile_thr,
-                    mr == full_tile_rows(nv),
-                    tile_shape(nseg, seg_len),
-                    mr,
-                    nv,
-                    ap,
-                    so,
-                    nseg,
-                    seg_len,
-                    a_stride,
-                    k_stride,
-                    wp,
-                    tp.as_ptr().add(r),
-                    op.as_ptr().add(r)
-                );
+        for run in runs {
+            let mut r = 0;
+            while r < run.len {
+                let left = run.len - r;
+                let mr = if left >= mr_full {
+                    mr_full
+                } else {
+                    left.min(if nv <= 2 { 8 } else { 4 })
+                };
+                // SAFETY: the offsets stay inside the buffers described by the caller's contract.
+                unsafe {
+                    let ap = a.add(run.a_off + r * a_stride);
+                    let wp = w.add(p * kw * 8);
+                    dispatch_binary_tile!(
+                        binary_tile_thr,
+                        mr == full_tile_rows(nv),
+                        tile_shape(nseg, seg_len),
+                        mr,
+                        nv,
+                        ap,
+                        so,
+                        nseg,
+                        seg_len,
+                        a_stride,
+                        k_stride,
+                        wp,
+                        tp.as_ptr().add(run.r0 + r),
+                        op.as_ptr().add(run.r0 + r)
+                    );
+                }
+                r += mr;
             }
-            r += mr;
         }
         p += nv;
     }
