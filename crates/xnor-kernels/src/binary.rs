@@ -234,7 +234,11 @@ pub(crate) fn binary_block(isa: Isa, a: &[u64], rows: usize, w: &BinaryWeights, 
                     kw,
                     kw,
                     1,
-                    rows,
+                    &[Run {
+                        a_off: 0,
+                        r0: 0,
+                        len: rows,
+                    }],
                     w.k as i32,
                     w.panels.as_ptr(),
                     n_pad / 8,
@@ -281,23 +285,10 @@ pub(crate) fn binary_block(isa: Isa, a: &[u64], rows: usize, w: &BinaryWeights, 
     }
 }
 
-/// Asserts that every segment of an AVX-512 block read lies inside `a`, and that the
-/// segments cover the weights' row.
+/// Asserts that every segment of every run of an AVX-512 block read (rows
+/// `run.a_off + r * a_stride`, `r < run.len`) lies inside `a`, and that the segments cover the
+/// weights' row.
 #[cfg(target_arch = "x86_64")]
-fn check_segments(
-    a: &[u64],
-    offs: &[usize],
-    (seg_len, a_stride, k_stride): (usize, usize, usize),
-    rows: usize,
-    w: &BinaryWeights,
-) {
-    assert!(Isa::Avx512.is_available() && offs.len() * seg_len == w.kw && seg_len > 0);
-    for &o in offs {
-        assert!(o + (rows - 1) * a_stride + (seg_len - 1) * k_stride < a.len());
-    }
-}
-
-/// [`check_segments`] for every run (rows `run.a_off + r * a_stride` of `run.len` rows).
 fn check_runs(
     a: &[u64],
     offs: &[usize],
@@ -314,11 +305,13 @@ fn check_runs(
     }
 }
 
-/// AVX-512 block whose rows are read in place as segments: word `kk` of segment `s` of row
-/// `i` is `a[offs[s] + i * a_stride + kk * k_stride]` (see `x86/avx512.rs`).
+/// AVX-512 block on runs of rows read in place as segments: word `kk` of segment `s` of row
+/// `i` of a run is `a[run.a_off + offs[s] + i * a_stride + kk * k_stride]` (see
+/// `x86/avx512.rs`) and goes to row `run.r0 + i` of `acc`.
 ///
 /// # Panics
-/// When a segment would read past `a`, or the segments do not cover the weights' row.
+/// When a segment would read past `a` or a run past `acc`, or the segments do not cover the
+/// weights' row.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn binary_block_segments_avx512(
@@ -327,18 +320,15 @@ pub(crate) fn binary_block_segments_avx512(
     seg_len: usize,
     a_stride: usize,
     k_stride: usize,
-    rows: usize,
+    runs: &[Run],
     w: &BinaryWeights,
     acc: &mut [i32],
 ) {
     let n_pad = w.n_pad();
-    assert!(acc.len() >= rows * n_pad);
-    if rows == 0 {
-        return;
-    }
-    check_segments(a, offs, (seg_len, a_stride, k_stride), rows, w);
+    assert!(runs.iter().all(|r| (r.r0 + r.len) * n_pad <= acc.len()));
+    check_runs(a, offs, (seg_len, a_stride, k_stride), runs, w);
     // SAFETY: AVX-512 is available; every segment read is bounded by the asserts above, the
-    // panels hold n_pad / 8 panels of kw * 8 words, acc holds rows * n_pad values.
+    // panels hold n_pad / 8 panels of kw * 8 words, acc holds every run's rows.
     unsafe {
         crate::x86::avx512::binary_rows(
             a.as_ptr(),
@@ -346,7 +336,7 @@ pub(crate) fn binary_block_segments_avx512(
             seg_len,
             a_stride,
             k_stride,
-            rows,
+            runs,
             w.k as i32,
             w.panels.as_ptr(),
             n_pad / 8,

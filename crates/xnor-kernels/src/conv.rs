@@ -45,10 +45,10 @@ use crate::epilogue::Thresholds;
 use crate::epilogue::{self, Output, ROW_BLOCK};
 use crate::error::{KernelError, Result, check_len, mul};
 use crate::int8::{
-    Int8Weights, check_act_range, int8_block, int8_block_offset, uses_offset_activations,
+    Int8Weights, Run, check_act_range, int8_block, int8_block_offset, uses_offset_activations,
 };
 #[cfg(target_arch = "x86_64")]
-use crate::int8::{Run, int8_block_offset_segments, segments_fit};
+use crate::int8::{int8_block_offset_segments, segments_fit};
 use crate::reference;
 #[cfg(target_arch = "x86_64")]
 use rayon::prelude::*;
@@ -643,9 +643,17 @@ impl BinaryConv2d {
         let kwords = self.weights.words_per_row();
         let interior_y = |oy: usize| oy * stride >= pad && oy * stride - pad + kh <= h;
         let interior_x = |ox: usize| ox * stride >= pad && ox * stride - pad + kw <= w;
-        // Border pixels of the block are gathered and computed together afterwards.
+        // Border pixels of the block are gathered and computed together afterwards; the
+        // interior runs (one output row each) in one call, segment kr of a run's first pixel
+        // at run.a_off + offs[kr].
         let mut border = [0u8; crate::ROW_BLOCK];
         let mut nborder = 0;
+        let mut runs = [Run::default(); crate::ROW_BLOCK];
+        let mut nruns = 0;
+        let mut offs = [0usize; 32];
+        for (kr, o) in offs.iter_mut().enumerate().take(kh) {
+            *o = kr * w * cw;
+        }
         let mut pos = PixelIter::new(r0, ho, wo);
         let mut r = 0;
         while r < rows {
@@ -661,24 +669,28 @@ impl BinaryConv2d {
             while r + len < rows && ox + len < wo && interior_x(ox + len) {
                 len += 1;
             }
-            let mut offs = [0usize; 32];
             let (iy0, ix0) = (oy * stride - pad, ox * stride - pad);
-            for (kr, o) in offs.iter_mut().enumerate().take(kh) {
-                *o = ((b * h + iy0 + kr) * w + ix0) * cw;
-            }
-            #[cfg(target_arch = "x86_64")]
+            runs[nruns] = Run {
+                a_off: ((b * h + iy0) * w + ix0) * cw,
+                r0: r,
+                len,
+            };
+            nruns += 1;
+            pos.advance(len);
+            r += len;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if nruns > 0 {
             crate::binary::binary_block_segments_avx512(
                 input,
                 &offs[..kh],
                 kw * cw,
                 stride * cw,
                 1,
-                len,
+                &runs[..nruns],
                 &self.weights,
-                &mut acc[r * n_pad..(r + len) * n_pad],
+                acc,
             );
-            pos.advance(len);
-            r += len;
         }
         if nborder > 0 {
             with_cols(&COLS64, nborder * kwords, |cols| {
@@ -1269,7 +1281,11 @@ impl BinaryConv2d {
                                 kwords,
                                 1,
                                 stride_k,
-                                rows,
+                                &[Run {
+                                    a_off: 0,
+                                    r0: 0,
+                                    len: rows,
+                                }],
                                 &self.weights,
                                 acc,
                             );

@@ -160,14 +160,16 @@ fn tile_shape(nseg: usize, seg_len: usize) -> (usize, usize) {
     }
 }
 
-/// Binary block: `rows` rows (segments as in [`binary_acc!`]) against `npanels` weight panels
-/// into `acc` (row stride `acc_stride >= npanels * 8`).
+/// Binary block on runs of rows (segments as in [`binary_acc!`]; row `r` of a run read from
+/// `a + run.a_off + r * a_stride` and written to row `run.r0 + r` of `acc`) against
+/// `npanels` weight panels into `acc` (row stride `acc_stride >= npanels * 8`). A plain block
+/// is one run.
 ///
 /// # Safety
 /// The CPU must support [`bitpack::Isa::Avx512`]; `seg_offs` and `seg_len` non-empty; for
-/// every segment `s`, `a + seg_offs[s]` must be valid for
-/// `(rows - 1) * a_stride + (seg_len - 1) * k_stride + 1` words; `w` for `npanels` panels of
-/// `seg_offs.len() * seg_len * 8` words; `acc` for `rows * acc_stride` values.
+/// every run and segment `s`, `a + run.a_off + seg_offs[s]` must be valid for
+/// `(run.len - 1) * a_stride + (seg_len - 1) * k_stride + 1` words; `w` for `npanels` panels
+/// of `seg_offs.len() * seg_len * 8` words; `acc` for the runs' rows of `acc_stride` values.
 #[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn binary_rows(
@@ -176,7 +178,7 @@ pub(crate) unsafe fn binary_rows(
     seg_len: usize,
     a_stride: usize,
     k_stride: usize,
-    rows: usize,
+    runs: &[Run],
     k: i32,
     w: *const u64,
     npanels: usize,
@@ -190,39 +192,42 @@ pub(crate) unsafe fn binary_rows(
     while p < npanels {
         let nv = (npanels - p).min(4);
         let mr_full = full_tile_rows(nv);
-        let mut r = 0;
-        while r < rows {
-            // Full tiles take the tall shape; the tail uses the small shapes.
-            let mr = if rows - r >= mr_full {
-                mr_full
-            } else {
-                (rows - r).min(if nv <= 2 { 8 } else { 4 })
-            };
-            // SAFETY: the offsets stay inside the buffers described by the caller's contract;
-            // the tile reads mr rows and nv panels and writes mr x nv*8 outputs.
-            unsafe {
-                let ap = a.add(r * a_stride);
-                let wp = w.add(p * kw * 8);
-                let op = acc.add(r * acc_stride + p * 8);
-                dispatch_binary_tile!(
-                    binary_tile,
-                    mr == full_tile_rows(nv),
-                    tile_shape(nseg, seg_len),
-                    mr,
-                    nv,
-                    ap,
-                    so,
-                    nseg,
-                    seg_len,
-                    a_stride,
-                    k_stride,
-                    k,
-                    wp,
-                    op,
-                    acc_stride
-                );
+        for run in runs {
+            let mut r = 0;
+            while r < run.len {
+                // Full tiles take the tall shape; the tail uses the small shapes.
+                let left = run.len - r;
+                let mr = if left >= mr_full {
+                    mr_full
+                } else {
+                    left.min(if nv <= 2 { 8 } else { 4 })
+                };
+                // SAFETY: the offsets stay inside the buffers described by the caller's contract;
+                // the tile reads mr rows and nv panels and writes mr x nv*8 outputs.
+                unsafe {
+                    let ap = a.add(run.a_off + r * a_stride);
+                    let wp = w.add(p * kw * 8);
+                    let op = acc.add((run.r0 + r) * acc_stride + p * 8);
+                    dispatch_binary_tile!(
+                        binary_tile,
+                        mr == full_tile_rows(nv),
+                        tile_shape(nseg, seg_len),
+                        mr,
+                        nv,
+                        ap,
+                        so,
+                        nseg,
+                        seg_len,
+                        a_stride,
+                        k_stride,
+                        k,
+                        wp,
+                        op,
+                        acc_stride
+                    );
+                }
+                r += mr;
             }
-            r += mr;
         }
         p += nv;
     }
