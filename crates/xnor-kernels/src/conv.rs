@@ -918,24 +918,46 @@ impl BinaryConv2d {
         let (b32, rest) = buf.split_at_mut(len32);
         let (b16, bv) = rest.split_at_mut(len16);
         let mut any = 0;
-        for (s, d) in padded_rows(batch, h, w, p) {
+        // Stride 2 reads only the even padded rows of every copy (kernel rows 0-1 as pairs at
+        // row 2 oy, row 2 as u16 pairs and singles at row 2 oy + 2): odd rows are not stored,
+        // only paired into the even row above while they are narrowed (Cin = 16).
+        let s2 = self.geom.stride == 2 && lenv > 0;
+        for (row, (s, d)) in padded_rows(batch, h, w, p).enumerate() {
+            let odd = s2 && (row % h + p) % 2 == 1;
+            let pairs = if odd {
+                (
+                    b32[d - wp..d - wp + w].as_ptr(),
+                    bv[d - wp..d - wp + w].as_mut_ptr(),
+                )
+            } else {
+                (std::ptr::null(), std::ptr::null_mut())
+            };
+            let (d32, d16) = if odd {
+                (std::ptr::null_mut(), std::ptr::null_mut())
+            } else if len16 > 0 {
+                (
+                    b32[d..d + w].as_mut_ptr(),
+                    b16[..np.div_ceil(2)]
+                        .as_mut_ptr()
+                        .cast::<u16>()
+                        .wrapping_add(d),
+                )
+            } else {
+                (b32[d..d + w].as_mut_ptr(), std::ptr::null_mut())
+            };
             // SAFETY: AVX-512 is available (callers use this path only then); the source row
             // holds w words, the destinations w values from pixel d (d + w <= np; the u16
-            // copy holds np values).
+            // copy holds np values), the pairs and the row above w values from pixel d - wp
+            // (an odd row has an even row above it; sliced above).
             any |= unsafe {
-                crate::x86::avx512::narrow_pixels(
-                    input[s..s + w].as_ptr(),
-                    w,
-                    b32[d..d + w].as_mut_ptr(),
-                    if len16 > 0 {
-                        b16.as_mut_ptr().cast::<u16>().add(d)
-                    } else {
-                        std::ptr::null_mut()
-                    },
-                )
+                crate::x86::avx512::narrow_pixels(input[s..s + w].as_ptr(), w, d32, d16, pairs)
             };
+            // An even row whose next row is padding pairs with zeros.
+            if s2 && !odd && row % h == h - 1 {
+                bv[d..d + w].copy_from_slice(&b32[d..d + w]);
+            }
         }
-        if lenv > 0 {
+        if lenv > 0 && !s2 {
             for (i, v) in bv[..np - wp].iter_mut().enumerate() {
                 *v = b32[i] | b32[i + wp] << 16;
             }

@@ -486,21 +486,27 @@ fn direct_dense_copies_follow_padding_and_shape() {
     // The direct dense kernel's padded input copy is reused by the next call of the same
     // layout on the thread without clearing; layouts with equal padded sizes but other
     // paddings (32x32 pad 1 and 30x30 pad 2 are both 34x34), other channel counts or batch
-    // sizes must not see its stale pixels. Alternate them on one thread.
+    // sizes must not see its stale pixels. Stride 2 writes only the even padded rows of a
+    // Cin = 16 copy, so strides alternate on one layout too. Alternate them on one thread.
     let mut seed = 4242;
     for _ in 0..2 {
-        for &(b, h, w, cin, pad) in &[
-            (1, 32, 32, 16, 1),
-            (1, 30, 30, 16, 2),
-            (1, 32, 32, 16, 1),
-            (2, 32, 32, 16, 1),
-            (1, 32, 32, 32, 1),
-            (1, 30, 30, 32, 2),
-            (1, 33, 31, 16, 0),
-            (1, 31, 29, 16, 1),
+        for &(b, h, w, cin, pad, stride) in &[
+            (1, 32, 32, 16, 1, 1),
+            (1, 30, 30, 16, 2, 1),
+            (1, 32, 32, 16, 1, 2),
+            (1, 32, 32, 16, 1, 1),
+            (2, 32, 32, 16, 1, 1),
+            (2, 32, 32, 16, 1, 2),
+            (1, 32, 32, 32, 1, 1),
+            (1, 30, 30, 32, 2, 1),
+            (1, 33, 31, 16, 0, 1),
+            (1, 33, 31, 16, 0, 2),
+            (1, 31, 29, 16, 1, 1),
+            (2, 31, 29, 16, 2, 2),
+            (2, 30, 28, 16, 1, 2),
         ] {
             seed += 1;
-            check_binary_conv(b, h, w, cin, 16, 3, 1, pad, seed);
+            check_binary_conv(b, h, w, cin, 16, 3, stride, pad, seed);
         }
     }
 }

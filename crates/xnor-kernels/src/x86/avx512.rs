@@ -1529,18 +1529,21 @@ pub(crate) unsafe fn binary_run_dd<const CIN: usize, const S: usize, const FUSED
 }
 
 /// Narrows `n` one-word pixels (`Cin <= 32` channels in the low bits, the rest pad bits) to
-/// `u32` at `dst32` and, when `dst16` is non-null, to `u16` at `dst16`; returns the OR of the
-/// source words (the caller checks its pad bits).
+/// `u32` at `dst32` and to `u16` at `dst16` (each when non-null); when `pairs` is non-null,
+/// also writes the vertical pairs of the row above, `pairs[i] = above[i] | pixel[i] << 16`
+/// (`Cin = 16`); returns the OR of the source words (the caller checks its pad bits).
 ///
 /// # Safety
-/// The CPU must support [`bitpack::Isa::Avx512`]; `src` valid for `n` reads, `dst32` (and
-/// `dst16` when non-null) for `n` writes.
+/// The CPU must support [`bitpack::Isa::Avx512`]; `src` valid for `n` reads, `dst32` and
+/// `dst16` (when non-null) for `n` writes; `above` for `n` reads and `pairs` for `n` writes
+/// when `pairs` is non-null.
 #[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
 pub(crate) unsafe fn narrow_pixels(
     src: *const u64,
     n: usize,
     dst32: *mut u32,
     dst16: *mut u16,
+    (above, pairs): (*const u32, *mut u32),
 ) -> u64 {
     let mut any = _mm512_setzero_si512();
     let mut i = 0;
@@ -1554,9 +1557,17 @@ pub(crate) unsafe fn narrow_pixels(
         unsafe {
             let v = _mm512_maskz_loadu_epi64(m, src.add(i).cast());
             any = _mm512_or_si512(any, v);
-            _mm512_mask_cvtepi64_storeu_epi32(dst32.add(i).cast(), m, v);
+            if !dst32.is_null() {
+                _mm512_mask_cvtepi64_storeu_epi32(dst32.add(i).cast(), m, v);
+            }
             if !dst16.is_null() {
                 _mm512_mask_cvtepi64_storeu_epi16(dst16.add(i).cast(), m, v);
+            }
+            if !pairs.is_null() {
+                let up = _mm256_maskz_loadu_epi32(m, above.add(i).cast());
+                let lo = _mm512_cvtepi64_epi32(v);
+                let pv = _mm256_or_si256(up, _mm256_slli_epi32::<16>(lo));
+                _mm256_mask_storeu_epi32(pairs.add(i).cast(), m, pv);
             }
         }
         i += 8;
