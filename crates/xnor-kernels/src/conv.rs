@@ -665,10 +665,9 @@ impl BinaryConv2d {
                 r += 1;
                 continue;
             }
-            let mut len = 1;
-            while r + len < rows && ox + len < wo && interior_x(ox + len) {
-                len += 1;
-            }
+            // Interior columns are one range ending at the last column whose window fits.
+            let last_x = ((w + pad - kw) / stride).min(wo - 1);
+            let len = (rows - r).min(last_x + 1 - ox);
             let (iy0, ix0) = (oy * stride - pad, ox * stride - pad);
             runs[nruns] = Run {
                 a_off: ((b * h + iy0) * w + ix0) * cw,
@@ -825,10 +824,9 @@ impl BinaryConv2d {
                 r += 1;
                 continue;
             }
-            let mut len = 1;
-            while r + len < rows && ox + len < wo && interior_x(ox + len) {
-                len += 1;
-            }
+            // Interior columns are one range ending at the last column whose window fits.
+            let last_x = ((w + pad - kw) / stride).min(wo - 1);
+            let len = (rows - r).min(last_x + 1 - ox);
             let (iy0, ix0) = (oy * stride - pad, ox * stride - pad);
             runs[nruns] = Run {
                 a_off: ((b * h + iy0) * w + ix0) * cw,
