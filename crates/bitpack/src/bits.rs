@@ -364,6 +364,60 @@ pub fn pack_signs_with(isa: Isa, src: &[f32], dst: &mut [u64]) -> Result<()> {
     Ok(())
 }
 
+/// Packs the signs of rows of `c` values each (`src.len()` a multiple of `c`) into rows of
+/// `ceil(c / 64)` words, bit `j` of word `w` of a row being `row[64w + j] < 0.0` and the pad
+/// bits beyond `c` zero: the NHWC activation layout of `c` channels. For `c` below 64 this
+/// is one masked compare per row, where [`pack_signs`] per row would pay a call and an ISA
+/// check for every pixel.
+///
+/// # Errors
+/// [`BitpackError::LengthMismatch`] (`c == 0`, `src` not whole rows, `dst` not one row of
+/// words per row) or [`BitpackError::IsaUnavailable`].
+///
+/// ```
+/// // Two pixels of 3 channels: [+, -, -] and [-, +, +].
+/// let mut dst = [0u64; 2];
+/// bitpack::pack_sign_rows(&[1.0, -2.0, -0.5, -1.0, 0.0, 3.0], 3, &mut dst).unwrap();
+/// assert_eq!(dst, [0b110, 0b001]);
+/// ```
+pub fn pack_sign_rows(src: &[f32], c: usize, dst: &mut [u64]) -> Result<()> {
+    pack_sign_rows_with(selected_isa()?, src, c, dst)
+}
+
+/// [`pack_sign_rows`] with an explicit ISA.
+///
+/// # Errors
+/// As [`pack_sign_rows`].
+pub fn pack_sign_rows_with(isa: Isa, src: &[f32], c: usize, dst: &mut [u64]) -> Result<()> {
+    let isa = isa.require("argument")?;
+    if c == 0 || !src.len().is_multiple_of(c) {
+        // `src` must be whole rows: report the next whole number of rows (at least one).
+        return Err(BitpackError::LengthMismatch {
+            tensor: format!("pack_sign_rows (rows of c = {c})"),
+            field: "src",
+            expected: src.len().div_ceil(c.max(1)).max(1) * c.max(1),
+            got: src.len(),
+        });
+    }
+    let cw = c.div_ceil(WORD_BITS);
+    check_len("pack_sign_rows", "dst", src.len() / c * cw, dst.len())?;
+    match isa {
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        Isa::Avx512 if c < WORD_BITS => {
+            // SAFETY: `require` checked AVX-512F; src holds whole rows of c values and dst one
+            // word per row (checked above).
+            unsafe { x86::pack_rows_avx512(src, c, dst) }
+        }
+        _ if c.is_multiple_of(WORD_BITS) => pack_segment(isa, src, dst),
+        _ => {
+            for (row, d) in src.chunks_exact(c).zip(dst.chunks_exact_mut(cw)) {
+                pack_segment(isa, row, d);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `isa` must be available and `dst.len() == ceil(src.len() / 64)`.
 fn pack_segment(isa: Isa, src: &[f32], dst: &mut [u64]) {
     debug_assert_eq!(dst.len(), src.len().div_ceil(WORD_BITS));
@@ -441,6 +495,30 @@ mod x86 {
                 let x = unsafe { _mm512_maskz_loadu_ps(k, part.as_ptr()) };
                 let m = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(k, x, zero);
                 word |= u64::from(m) << (16 * q);
+            }
+            *d = word;
+        }
+    }
+
+    /// AVX-512, rows of `c < 64` values: per row up to four masked loads and compares
+    /// (`_CMP_LT_OQ`) into one word; masked-off lanes pack as zero pad bits.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; `0 < c < 64`, `src.len()` a multiple of `c` and
+    /// `dst.len() == src.len() / c`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pack_rows_avx512(src: &[f32], c: usize, dst: &mut [u64]) {
+        let zero = _mm512_setzero_ps();
+        let parts = c.div_ceil(16);
+        let last: __mmask16 = (((1u32 << (c - 16 * (parts - 1))) - 1) & 0xffff) as u16;
+        for (row, d) in src.chunks_exact(c).zip(dst.iter_mut()) {
+            let mut word = 0u64;
+            for q in 0..parts {
+                let k = if q + 1 == parts { last } else { 0xffff };
+                // SAFETY: the mask enables only lanes inside the row (16q + 16 <= c for the
+                // full parts, c - 16q lanes for the last); masked-off lanes are not accessed.
+                let x = unsafe { _mm512_maskz_loadu_ps(k, row.as_ptr().add(16 * q)) };
+                word |= u64::from(_mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(k, x, zero)) << (16 * q);
             }
             *d = word;
         }

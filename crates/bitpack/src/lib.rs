@@ -51,7 +51,7 @@ pub mod isa;
 pub mod layout;
 pub mod levels;
 
-pub use bits::{BitTensor, pack_signs, pack_signs_with};
+pub use bits::{BitTensor, pack_sign_rows, pack_sign_rows_with, pack_signs, pack_signs_with};
 pub use error::{BitpackError, Result};
 pub use file::{PackedFile, PackedTensor, load_tensors, save_tensors};
 pub use isa::{Isa, selected_isa};

@@ -1,7 +1,10 @@
 //! Pack/unpack round trips for 1-bit and int8-level tensors, on every ISA the host has.
 
 use bitpack::levels::{decode_codes, encode_codes};
-use bitpack::{BitTensor, BitpackError, Int8Tensor, Isa, Layout, LevelSet, pack_signs_with};
+use bitpack::{
+    BitTensor, BitpackError, Int8Tensor, Isa, Layout, LevelSet, pack_sign_rows_with,
+    pack_signs_with,
+};
 use proptest::prelude::*;
 
 const CHANNELS: [usize; 6] = [1, 63, 64, 65, 127, 1000];
@@ -497,4 +500,42 @@ proptest! {
         let codes = encode_codes(levels, &q).unwrap();
         prop_assert_eq!(decode_codes("c", levels, q.len(), &codes).unwrap(), q);
     }
+}
+
+#[test]
+fn sign_rows_match_packing_each_row() {
+    // Rows of c values (NHWC pixels of c channels) packed at once equal each row packed on
+    // its own with the scalar reference, for narrow rows (one masked compare per row with
+    // AVX-512), whole words and rows with a partial last word.
+    for &c in &[1, 3, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65, 100, 128, 130] {
+        for rows in [0, 1, 2, 7, 33] {
+            let src = values(rows * c, (c * 131 + rows) as u64);
+            let cw = c.div_ceil(64);
+            let mut want = vec![0u64; rows * cw];
+            for (row, d) in src.chunks_exact(c).zip(want.chunks_exact_mut(cw)) {
+                pack_signs_with(Isa::Scalar, row, d).unwrap();
+            }
+            for isa in Isa::available() {
+                let mut got = vec![u64::MAX; rows * cw];
+                pack_sign_rows_with(isa, &src, c, &mut got).unwrap();
+                assert_eq!(got, want, "isa={isa} c={c} rows={rows}");
+            }
+        }
+    }
+    let mut dst = [0u64; 2];
+    for (src, c) in [(&[0.0f32; 5][..], 2), (&[0.0; 4][..], 0)] {
+        assert!(matches!(
+            pack_sign_rows_with(Isa::Scalar, src, c, &mut dst),
+            Err(BitpackError::LengthMismatch { field: "src", .. })
+        ));
+    }
+    assert!(matches!(
+        pack_sign_rows_with(Isa::Scalar, &[0.0; 6], 2, &mut dst),
+        Err(BitpackError::LengthMismatch {
+            field: "dst",
+            expected: 3,
+            got: 2,
+            ..
+        })
+    ));
 }

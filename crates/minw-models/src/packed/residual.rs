@@ -1,7 +1,7 @@
 //! The residual blocks of packed ResNets: the `f32` stream `x`, its packed signs, two binary
 //! 3x3 convs and the shortcut, computed as the training graph computes them in evaluation mode.
 
-use bitpack::{BitTensor, Isa, Layout};
+use bitpack::{BitTensor, Layout};
 use xnor_kernels::{BinaryConv2d, Conv2dConfig, Output, PadMode, Thresholds};
 
 use super::{ShortcutMeta, Step, affine_params};
@@ -306,15 +306,7 @@ pub(super) fn pack_rows(
     c: usize,
     dst: &mut [u64],
 ) -> std::result::Result<(), bitpack::BitpackError> {
-    let isa: Isa = bitpack::selected_isa()?;
-    if c.is_multiple_of(64) {
-        return bitpack::pack_signs_with(isa, x, dst);
-    }
-    let cw = c.div_ceil(64);
-    for (src, d) in x.chunks_exact(c).zip(dst.chunks_exact_mut(cw)) {
-        bitpack::pack_signs_with(isa, src, d)?;
-    }
-    Ok(())
+    bitpack::pack_sign_rows(x, c, dst)
 }
 
 /// Global average pooling of NHWC `x` with `c` channels into `out` (`batch * c`), summing the
