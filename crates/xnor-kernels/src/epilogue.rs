@@ -334,6 +334,15 @@ pub(crate) fn run<C>(
         }),
         Output::Affine { scale, bias, out } => {
             blocks(out, n, m, n_pad, parallel, &compute, |acc, rows, chunk| {
+                #[cfg(target_arch = "x86_64")]
+                if isa == Isa::Avx512 {
+                    // SAFETY: the ISA was checked available by the caller; the function asserts
+                    // the slice bounds it relies on.
+                    unsafe {
+                        crate::x86::avx512::affine_rows(acc, rows, n_pad, scale, bias, chunk)
+                    };
+                    return;
+                }
                 for r in 0..rows {
                     let a = &acc[r * n_pad..r * n_pad + n];
                     let o = &mut chunk[r * n..(r + 1) * n];

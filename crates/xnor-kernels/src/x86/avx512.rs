@@ -909,6 +909,51 @@ pub(crate) unsafe fn vnni_peak_loop(iters: u64, seed: u32) -> u64 {
     _mm512_reduce_add_epi32(s) as u32 as u64
 }
 
+/// `out[r * n + c] = scale[c] * (acc[r * n_pad + c] as f32) + bias[c]` for `rows` rows of
+/// `n = scale.len()` channels, 16 channels per step (masked tail): a multiply and an add with
+/// their own roundings, exactly as the scalar expression (no fused multiply-add), so every
+/// ISA writes the same bits.
+///
+/// # Safety
+/// The CPU must support [`bitpack::Isa::Avx512`].
+///
+/// # Panics
+/// When `bias` or the buffers are shorter than `rows` rows need.
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
+pub(crate) unsafe fn affine_rows(
+    acc: &[i32],
+    rows: usize,
+    n_pad: usize,
+    scale: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+) {
+    let n = scale.len();
+    assert!(bias.len() >= n && n_pad >= n);
+    assert!(rows == 0 || (acc.len() >= (rows - 1) * n_pad + n && out.len() >= rows * n));
+    for r in 0..rows {
+        let (a, o) = (acc[r * n_pad..].as_ptr(), out[r * n..].as_mut_ptr());
+        let mut c = 0;
+        while c < n {
+            let k: __mmask16 = if n - c >= 16 {
+                0xffff
+            } else {
+                ((1u32 << (n - c)) - 1) as u16
+            };
+            // SAFETY: lanes c .. c + 16 masked to n: inside row r of acc and out (asserted) and
+            // inside scale and bias; masked-off lanes are not accessed.
+            unsafe {
+                let x = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(k, a.add(c).cast()));
+                let sv = _mm512_maskz_loadu_ps(k, scale.as_ptr().add(c));
+                let bv = _mm512_maskz_loadu_ps(k, bias.as_ptr().add(c));
+                let y = _mm512_add_ps(_mm512_mul_ps(sv, x), bv);
+                _mm512_mask_storeu_ps(o.add(c), k, y);
+            }
+            c += 16;
+        }
+    }
+}
+
 /// Packed signs of `rows` rows of accumulators (row stride `n_pad`, `n` channels): word `w`
 /// of a row is `(acc < thr) ^ flip[w]` over its 64 channels, 16 compares per instruction,
 /// masked loads for the tail, pad bits zero.
