@@ -163,6 +163,16 @@ fn with_cols<T: Default + Clone, R>(
     r
 }
 
+/// Interior runs and border pixels of a block of output rows (see
+/// `BinaryConv2d::block_runs`).
+struct BlockRuns {
+    runs: [Run; ROW_BLOCK],
+    nruns: usize,
+    border: [u8; ROW_BLOCK],
+    nborder: usize,
+    offs: [usize; 32],
+}
+
 /// Per-input-size tables of a [`BinaryConv2d`], built on the first call with a given `(h, w)`
 /// (and thresholds) and reused by later calls.
 #[derive(Debug, Default)]
@@ -621,6 +631,59 @@ impl BinaryConv2d {
         }
     }
 
+    /// Splits output rows `r0 .. r0 + rows` (at most [`ROW_BLOCK`]) of the per-tap layout into
+    /// interior runs, read in place (one per output row; segment `kr` of a run's first pixel
+    /// at `run.a_off + offs[kr]` words), and border pixels (block row indices), which go
+    /// through im2col.
+    fn block_runs(
+        &self,
+        (h, w, ho, wo): (usize, usize, usize, usize),
+        pad: usize,
+        r0: usize,
+        rows: usize,
+    ) -> BlockRuns {
+        let Geom { kh, kw, stride, .. } = self.geom;
+        let cw = self.cw;
+        assert!(rows <= ROW_BLOCK && kh <= 32);
+        let interior_y = |oy: usize| oy * stride >= pad && oy * stride - pad + kh <= h;
+        let interior_x = |ox: usize| ox * stride >= pad && ox * stride - pad + kw <= w;
+        let mut br = BlockRuns {
+            runs: [Run::default(); ROW_BLOCK],
+            nruns: 0,
+            border: [0; ROW_BLOCK],
+            nborder: 0,
+            offs: [0; 32],
+        };
+        for (kr, o) in br.offs.iter_mut().enumerate().take(kh) {
+            *o = kr * w * cw;
+        }
+        let mut pos = PixelIter::new(r0, ho, wo);
+        let mut r = 0;
+        while r < rows {
+            let (b, oy, ox) = pos.peek();
+            if !(interior_y(oy) && interior_x(ox)) {
+                br.border[br.nborder] = r as u8;
+                br.nborder += 1;
+                pos.advance(1);
+                r += 1;
+                continue;
+            }
+            // Interior columns are one range ending at the last column whose window fits.
+            let last_x = ((w + pad - kw) / stride).min(wo - 1);
+            let len = (rows - r).min(last_x + 1 - ox);
+            let (iy0, ix0) = (oy * stride - pad, ox * stride - pad);
+            br.runs[br.nruns] = Run {
+                a_off: ((b * h + iy0) * w + ix0) * cw,
+                r0: r,
+                len,
+            };
+            br.nruns += 1;
+            pos.advance(len);
+            r += len;
+        }
+        br
+    }
+
     /// Computes rows `r0 .. r0 + rows` with the AVX-512 kernel reading interior pixels in
     /// place: a run of consecutive output pixels of one output row whose receptive fields are
     /// inside the image is one kernel call with one segment per kernel row (`kw * cw` words
@@ -637,56 +700,19 @@ impl BinaryConv2d {
         acc: &mut [i32],
         n_pad: usize,
     ) {
-        let (h, w, ho, wo) = dims;
-        let Geom { kh, kw, stride, .. } = self.geom;
-        let cw = self.cw;
         let kwords = self.weights.words_per_row();
-        let interior_y = |oy: usize| oy * stride >= pad && oy * stride - pad + kh <= h;
-        let interior_x = |ox: usize| ox * stride >= pad && ox * stride - pad + kw <= w;
-        // Border pixels of the block are gathered and computed together afterwards; the
-        // interior runs (one output row each) in one call, segment kr of a run's first pixel
-        // at run.a_off + offs[kr].
-        let mut border = [0u8; crate::ROW_BLOCK];
-        let mut nborder = 0;
-        let mut runs = [Run::default(); crate::ROW_BLOCK];
-        let mut nruns = 0;
-        let mut offs = [0usize; 32];
-        for (kr, o) in offs.iter_mut().enumerate().take(kh) {
-            *o = kr * w * cw;
-        }
-        let mut pos = PixelIter::new(r0, ho, wo);
-        let mut r = 0;
-        while r < rows {
-            let (b, oy, ox) = pos.peek();
-            if !(interior_y(oy) && interior_x(ox)) {
-                border[nborder] = r as u8;
-                nborder += 1;
-                pos.advance(1);
-                r += 1;
-                continue;
-            }
-            // Interior columns are one range ending at the last column whose window fits.
-            let last_x = ((w + pad - kw) / stride).min(wo - 1);
-            let len = (rows - r).min(last_x + 1 - ox);
-            let (iy0, ix0) = (oy * stride - pad, ox * stride - pad);
-            runs[nruns] = Run {
-                a_off: ((b * h + iy0) * w + ix0) * cw,
-                r0: r,
-                len,
-            };
-            nruns += 1;
-            pos.advance(len);
-            r += len;
-        }
+        let br = self.block_runs(dims, pad, r0, rows);
+        let (border, nborder) = (&br.border, br.nborder);
         #[cfg(target_arch = "x86_64")]
-        if nruns > 0 {
+        if br.nruns > 0 {
+            let (g, cw) = (self.geom, self.cw);
             crate::binary::binary_block_segments_avx512(
                 input,
-                &offs[..kh],
-                kw * cw,
-                stride * cw,
+                &br.offs[..g.kh],
+                g.kw * cw,
+                g.stride * cw,
                 1,
-                &runs[..nruns],
+                &br.runs[..br.nruns],
                 &self.weights,
                 acc,
             );
@@ -733,7 +759,7 @@ impl BinaryConv2d {
         fused: &FusedThresholds,
         chunk: &mut [u64],
     ) {
-        let (h, w, ho, wo) = dims;
+        let (_, _, ho, wo) = dims;
         let Geom { kh, kw, stride, .. } = self.geom;
         let (cw, kwords) = (self.cw, self.weights.words_per_row());
         let nw = self.cout.div_ceil(64);
@@ -801,42 +827,11 @@ impl BinaryConv2d {
             });
             return;
         }
-        let interior_y = |oy: usize| oy * stride >= pad && oy * stride - pad + kh <= h;
-        let interior_x = |ox: usize| ox * stride >= pad && ox * stride - pad + kw <= w;
-        let mut border = [0u8; crate::ROW_BLOCK];
-        let mut nborder = 0;
         // Interior runs (of one output row each) read the input in place: one call for the
-        // block, segment kr of a run's first pixel at run.a_off + offs[kr].
-        let mut runs = [Run::default(); crate::ROW_BLOCK];
-        let mut nruns = 0;
-        let mut offs = [0usize; 32];
-        for (kr, o) in offs.iter_mut().enumerate().take(kh) {
-            *o = kr * w * cw;
-        }
-        let mut pos = PixelIter::new(r0, ho, wo);
-        let mut r = 0;
-        while r < rows {
-            let (b, oy, ox) = pos.peek();
-            if !(interior_y(oy) && interior_x(ox)) {
-                border[nborder] = r as u8;
-                nborder += 1;
-                pos.advance(1);
-                r += 1;
-                continue;
-            }
-            // Interior columns are one range ending at the last column whose window fits.
-            let last_x = ((w + pad - kw) / stride).min(wo - 1);
-            let len = (rows - r).min(last_x + 1 - ox);
-            let (iy0, ix0) = (oy * stride - pad, ox * stride - pad);
-            runs[nruns] = Run {
-                a_off: ((b * h + iy0) * w + ix0) * cw,
-                r0: r,
-                len,
-            };
-            nruns += 1;
-            pos.advance(len);
-            r += len;
-        }
+        // block; border pixels through im2col.
+        let br = self.block_runs(dims, pad, r0, rows);
+        let (runs, nruns, border, nborder, offs) =
+            (&br.runs, br.nruns, &br.border, br.nborder, &br.offs);
         if nruns > 0 {
             call(
                 input,
