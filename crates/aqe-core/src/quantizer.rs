@@ -538,6 +538,27 @@ impl HardQuantizer {
         Ok(())
     }
 
+    /// The integer of `h(x)` (see [`HardQuantizer::int_scale`]): `int_level(code(x))`,
+    /// computed without the code table, so that a loop over a slice can be vectorised.
+    ///
+    /// ```
+    /// use aqe_core::Quantizer;
+    /// let h = Quantizer::ternary(0.5).unwrap().resolve(&[]);
+    /// assert_eq!([h.int_of(-0.7), h.int_of(0.2), h.int_of(0.9)], [-1, 0, 1]);
+    /// ```
+    #[inline]
+    pub fn int_of(&self, x: f32) -> i16 {
+        // Every value below lies in -255..=255, so the casts are lossless.
+        match self.kind {
+            Kind::Sign => sign_int(x) as i16,
+            Kind::Ternary { delta } => ternary_int(delta, x) as i16,
+            Kind::Pow2 { edges } => pow2_int(&edges, x) as i16,
+            Kind::Uniform { max_int, max_f, .. } => {
+                (2 * uniform_code(max_f, x) - i32::from(max_int)) as i16
+            }
+        }
+    }
+
     /// The integer of level `code` (see [`HardQuantizer::int_scale`]), `None` past the last.
     pub fn int_level(&self, code: u8) -> Option<i16> {
         let c = usize::from(code);

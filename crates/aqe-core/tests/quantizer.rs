@@ -643,3 +643,37 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn int_of_is_the_integer_of_the_code() {
+    // `int_of` computes the level's integer without the code table; it must equal
+    // `int_level(code(x))` everywhere, thresholds, signed zeros, infinities and NaN included.
+    let mut xs = vec![
+        0.0,
+        -0.0,
+        f32::NAN,
+        -f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        1e-45,
+        -1e-45,
+    ];
+    for i in -2000..=2000 {
+        let x = i as f32 / 1000.0;
+        xs.extend([
+            x,
+            f32::from_bits(x.to_bits() + 1),
+            f32::from_bits(x.to_bits().max(1) - 1),
+        ]);
+    }
+    for (q, h) in all() {
+        for &x in &xs {
+            assert_eq!(
+                h.int_of(x),
+                h.int_level(h.code(x)).unwrap(),
+                "{q}: x = {x} ({:#x})",
+                x.to_bits()
+            );
+        }
+    }
+}

@@ -11,8 +11,6 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone)]
 pub(super) struct Act {
     q: HardQuantizer,
-    /// Integer level of each code.
-    ints: Vec<i8>,
 }
 
 impl Act {
@@ -28,15 +26,7 @@ impl Act {
                 "activation quantizer `{spec}` is not supported by the int8 path (sign, ternary with a fixed delta, pow2)"
             )));
         }
-        let q = q.resolve(&[]);
-        let ints = (0..q.num_levels())
-            .map(|c| {
-                q.int_level(c as u8)
-                    .and_then(|i| i8::try_from(i).ok())
-                    .unwrap_or(0)
-            })
-            .collect();
-        Ok(Act { q, ints })
+        Ok(Act { q: q.resolve(&[]) })
     }
 
     /// The real value of one integer level.
@@ -44,10 +34,11 @@ impl Act {
         self.q.int_scale()
     }
 
-    /// The int8 level of `h(x)`.
+    /// The int8 level of `h(x)`: the integer of `h(x)` (sign, ternary and pow2 levels lie in
+    /// `-4..=4`), computed without a code table so that the epilogue loops vectorise.
     #[inline]
     pub(super) fn level(&self, x: f32) -> i8 {
-        self.ints[usize::from(self.q.code(x))]
+        self.q.int_of(x) as i8
     }
 }
 
