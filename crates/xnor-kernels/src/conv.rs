@@ -149,6 +149,24 @@ thread_local! {
     static PADDED8_LAYOUT: Cell<[usize; 5]> = const { Cell::new([0; 5]) };
 }
 
+/// Sizes `buf`, this thread's padded-copy buffer for `layout` (keyed by `key`), to `len`
+/// values. Every call of one layout writes the same interior positions and never the padding,
+/// so a buffer last used for the same layout already holds its padding and is kept; any other
+/// layout (or a buffer of another length) is refilled with `fill` first.
+#[cfg(target_arch = "x86_64")]
+fn padded_buffer<T: Copy>(
+    key: &'static std::thread::LocalKey<Cell<[usize; 5]>>,
+    layout: [usize; 5],
+    buf: &mut Vec<T>,
+    len: usize,
+    fill: T,
+) {
+    if key.with(|c| c.replace(layout)) != layout || buf.len() != len {
+        buf.clear();
+        buf.resize(len, fill);
+    }
+}
+
 fn with_cols<T: Default + Clone, R>(
     key: &'static std::thread::LocalKey<Cell<Vec<T>>>,
     len: usize,
@@ -900,14 +918,15 @@ impl BinaryConv2d {
         } else {
             (0, 0)
         };
-        // Every call writes the same pixels of a given layout and never its padding, so a
-        // buffer last used for this layout (on this thread) already holds zero padding and
-        // slack; any other layout clears it first.
-        let layout = [batch, h, w, p, self.cin];
-        if DD_LAYOUT.with(|c| c.replace(layout)) != layout || buf.len() != len32 + len16 + lenv {
-            buf.clear();
-            buf.resize(len32 + len16 + lenv, 0);
-        }
+        // Zero padding and slack are written only on a layout change (stride 2 writes and
+        // reads only a subset of the pixels stride 1 writes, see below).
+        padded_buffer(
+            &DD_LAYOUT,
+            [batch, h, w, p, self.cin],
+            buf,
+            len32 + len16 + lenv,
+            0,
+        );
         let (b32, rest) = buf.split_at_mut(len32);
         let (b16, bv) = rest.split_at_mut(len16);
         let mut any = 0;
@@ -1888,14 +1907,9 @@ impl Int8Conv2d {
     ) -> bool {
         let (p, cs) = (self.geom.pad, self.cs);
         let (hp, wp) = (h + 2 * p, w + 2 * p);
-        // As for the direct dense copy: the padding (offset zeros, 0x80) is written only when
-        // this thread's buffer last held another layout; every call rewrites the interior.
+        // The padding (offset zeros, 0x80) is written only on a layout change.
         let len = batch * hp * wp * cs + 64;
-        let layout = [batch, h, w, p, cs];
-        if PADDED8_LAYOUT.with(|c| c.replace(layout)) != layout || buf.len() != len {
-            buf.clear();
-            buf.resize(len, 0x80);
-        }
+        padded_buffer(&PADDED8_LAYOUT, [batch, h, w, p, cs], buf, len, 0x80);
         let mut ok = true;
         for (s, d) in padded_rows(batch, h, w, p) {
             let (s, d) = (s * cs, d * cs);
