@@ -4,7 +4,9 @@
 //! rows into a small per-thread buffer, and the block is immediately turned into the requested
 //! [`Output`]: copied as `i32`, mapped through a per-channel affine map to `f32`, or compared
 //! with per-channel integer [`Thresholds`] and written as packed sign bits for the next binary
-//! layer (bit = 1 means -1, pad bits zero). No full-size `i32` tensor exists in the fused cases.
+//! layer (bit = 1 means -1, pad bits zero), or mapped through per-channel level steps
+//! ([`LevelThresholds`]) to the int8 levels of the next 2-3 bit layer. No full-size `i32`
+//! tensor exists in the fused cases.
 
 use bitpack::Isa;
 use rayon::prelude::*;
@@ -114,6 +116,200 @@ impl Thresholds {
     }
 }
 
+/// Per-output-channel integer steps that turn `i32` accumulators into **int8 levels** for the
+/// next 2-3 bit layer: BatchNorm followed by the next layer's activation quantizer, as one
+/// step function per channel, so that no float tensor exists between int8 layers.
+///
+/// Channel `c` maps an accumulator `acc` to `base[c] + sum_j inc[c][j] * (acc >= t[c][j])`.
+/// The steps are found from any **monotone** per-channel map (non-decreasing or
+/// non-increasing in the accumulator) by [`LevelThresholds::from_monotone`], which evaluates
+/// it only at the binary-search points; the result equals the map at every accumulator of
+/// the range given there and is the map's value at the nearest end outside it.
+///
+/// ```
+/// use xnor_kernels::LevelThresholds;
+/// // Ternary levels of round(clamp(acc / 10)): -1 up to -5, 0 in -4..=4, 1 from 5.
+/// let f = |_c: usize, acc: i32| ((acc as f32 / 10.0).clamp(-1.0, 1.0)).round() as i8;
+/// let lt = LevelThresholds::from_monotone(1, (-100, 100), f).unwrap();
+/// assert_eq!(lt.steps(), 2);
+/// assert_eq!(lt.levels(&[-5]), vec![-1, 0, 0, 0]); // one row, padded to 4 bytes
+/// assert_eq!(lt.levels(&[-4])[0], 0);
+/// assert_eq!(lt.levels(&[4])[0], 0);
+/// assert_eq!(lt.levels(&[5])[0], 1);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LevelThresholds {
+    n: usize,
+    steps: usize,
+    /// Channels rounded up to 16 (the AVX-512 group); padding channels are all zero.
+    width: usize,
+    /// `width` levels at the lowest accumulator.
+    base: Vec<i32>,
+    /// `steps x width` thresholds, step-major (`i32::MAX`: never).
+    thr: Vec<i32>,
+    /// `steps x width` level increments (0 for unused steps).
+    inc: Vec<i32>,
+    /// The same tables in `i16` for two rows at a time (AVX-512), per 16-channel group
+    /// `1 + 2 * steps` vectors of 32 lanes (base, then each step's thresholds and
+    /// increments); empty when a threshold does not fit `-32767..=32767`.
+    pairs: Vec<i16>,
+}
+
+impl LevelThresholds {
+    /// Finds the steps of `f(c, acc)` for channels `c < n` over accumulators
+    /// `range.0 ..= range.1` (every accumulator the layer can produce: `K * max|a| * max|w|`
+    /// bounds it), by binary search between consecutive level changes (`O(levels * log
+    /// range)` calls of `f` per channel).
+    ///
+    /// `f` must be monotone in `acc` for each channel; a BatchNorm (`acc * scale + shift` in
+    /// `f32`, rounding included) followed by a clamp and a quantizer whose level does not
+    /// decrease with its input is.
+    ///
+    /// # Errors
+    /// [`KernelError::Shape`] for an empty range, and for a channel whose levels are found
+    /// to go both up and down between the search points (a map that is not monotone may
+    /// also go unnoticed: a bump between two equal values is never evaluated).
+    pub fn from_monotone(
+        n: usize,
+        range: (i32, i32),
+        f: impl Fn(usize, i32) -> i8,
+    ) -> Result<Self> {
+        const OP: &str = "LevelThresholds::from_monotone";
+        let (lo, hi) = range;
+        if lo > hi {
+            return Err(KernelError::Shape {
+                op: OP,
+                reason: format!("empty accumulator range {lo}..={hi}"),
+            });
+        }
+        let mut per: Vec<(i32, Vec<(i32, i32)>)> = Vec::with_capacity(n);
+        for c in 0..n {
+            let (mut x, mut v) = (lo, i32::from(f(c, lo)));
+            let top = i32::from(f(c, hi));
+            let mut steps = Vec::new();
+            let mut dir = 0i32;
+            while v != top {
+                // f(x) == v != f(hi): the first change lies in (x, hi].
+                let (mut a, mut b) = (i64::from(x), i64::from(hi));
+                while b - a > 1 {
+                    let mid = a + (b - a) / 2;
+                    if i32::from(f(c, mid as i32)) == v {
+                        a = mid;
+                    } else {
+                        b = mid;
+                    }
+                }
+                let b = b as i32;
+                let nv = i32::from(f(c, b));
+                let d = (nv - v).signum();
+                if dir != 0 && d != dir || steps.len() >= 255 {
+                    return Err(KernelError::Shape {
+                        op: OP,
+                        reason: format!(
+                            "channel {c}: the levels are not monotone in the accumulator (at {b})"
+                        ),
+                    });
+                }
+                dir = d;
+                steps.push((b, nv - v));
+                (x, v) = (b, nv);
+            }
+            per.push((i32::from(f(c, lo)), steps));
+        }
+        let steps = per.iter().map(|(_, s)| s.len()).max().unwrap_or(0);
+        let width = n.div_ceil(16) * 16;
+        let mut base = vec![0i32; width];
+        let mut thr = vec![i32::MAX; steps * width];
+        let mut inc = vec![0i32; steps * width];
+        for (c, (b, st)) in per.iter().enumerate() {
+            base[c] = *b;
+            for (j, &(t, d)) in st.iter().enumerate() {
+                thr[j * width + c] = t;
+                inc[j * width + c] = d;
+            }
+        }
+        // Two rows per vector in `i16` when every threshold fits: lane `e` of group `g`'s
+        // 32-lane vectors is channel `16 g + 4 (e / 8) + e % 4`, the order in which a
+        // signed saturating pack of two 16-channel rows leaves them. Saturating the
+        // accumulators to `i16` keeps `acc >= t` for every `t` in `-32767..=32767`.
+        let fits = per
+            .iter()
+            .flat_map(|(_, st)| st)
+            .all(|&(t, _)| (-32767..=32767).contains(&t));
+        let mut pairs = Vec::new();
+        if fits {
+            let lane = |g: usize, e: usize| 16 * g + 4 * (e / 8) + e % 4;
+            for g in 0..width / 16 {
+                pairs.extend((0..32).map(|e| base[lane(g, e)] as i16));
+                for j in 0..steps {
+                    let at = |e: usize| j * width + lane(g, e);
+                    pairs.extend((0..32).map(|e| {
+                        let t = thr[at(e)];
+                        if inc[at(e)] == 0 { i16::MAX } else { t as i16 }
+                    }));
+                    pairs.extend((0..32).map(|e| inc[at(e)] as i16));
+                }
+            }
+        }
+        Ok(LevelThresholds {
+            n,
+            steps,
+            width,
+            base,
+            thr,
+            inc,
+            pairs,
+        })
+    }
+
+    /// Number of channels.
+    pub fn channels(&self) -> usize {
+        self.n
+    }
+
+    /// Steps of the channel with the most level changes (the epilogue's compares per value).
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// Reference: the levels of one row of accumulators (`acc.len() >= channels()`), as the
+    /// next int8 layer reads them: [`crate::reference::int8_stride`]`(channels())` bytes,
+    /// pad bytes zero.
+    ///
+    /// # Panics
+    /// When `acc` is shorter than [`LevelThresholds::channels`].
+    pub fn levels(&self, acc: &[i32]) -> Vec<i8> {
+        let mut out = vec![0i8; crate::reference::int8_stride(self.n)];
+        level_row(&acc[..self.n], self, &mut out);
+        out
+    }
+
+    pub(crate) fn parts(&self) -> (usize, usize, &[i32], &[i32], &[i32]) {
+        (self.steps, self.width, &self.base, &self.thr, &self.inc)
+    }
+
+    /// The `i16` tables of the two-row path (empty when thresholds do not fit).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn pairs(&self) -> &[i16] {
+        &self.pairs
+    }
+}
+
+/// Writes the int8 levels of one row of accumulators (`acc.len()` channels) into `out`
+/// (`int8_stride(n)` bytes; pad bytes zero).
+pub(crate) fn level_row(acc: &[i32], lt: &LevelThresholds, out: &mut [i8]) {
+    let (steps, width, base, thr, inc) = lt.parts();
+    let n = acc.len();
+    for (c, (o, &a)) in out.iter_mut().zip(acc).enumerate() {
+        let mut v = base[c];
+        for j in 0..steps {
+            v += inc[j * width + c] & -i32::from(a >= thr[j * width + c]);
+        }
+        *o = v as i8;
+    }
+    out[n..].fill(0);
+}
+
 /// Bits `0..n` of word `w` of a packed row of `n` channels.
 pub(crate) fn valid_mask(n: usize, w: usize) -> u64 {
     let rem = n - w * 64;
@@ -145,6 +341,14 @@ pub enum Output<'a> {
         /// Destination words.
         out: &'a mut [u64],
     },
+    /// Int8 levels for the next 2-3 bit layer, in its input layout: `m` rows of
+    /// [`crate::reference::int8_stride`]`(n)` bytes (pad bytes zero).
+    Levels {
+        /// Per-channel level steps (`n` channels).
+        thresholds: &'a LevelThresholds,
+        /// Destination bytes, `m * int8_stride(n)`.
+        out: &'a mut [i8],
+    },
 }
 
 impl Output<'_> {
@@ -166,6 +370,17 @@ impl Output<'_> {
                     });
                 }
                 check_len(op, "out", out.len(), m * n.div_ceil(64))
+            }
+            Output::Levels { thresholds, out } => {
+                if thresholds.channels() != n {
+                    return Err(KernelError::Length {
+                        op,
+                        buffer: "thresholds",
+                        expected: n,
+                        got: thresholds.channels(),
+                    });
+                }
+                check_len(op, "out", out.len(), m * crate::reference::int8_stride(n))
             }
         }
     }
@@ -249,12 +464,18 @@ pub(crate) fn row_block(m: usize, parallel: bool) -> usize {
 
 /// Splits `out` (`per_row` elements per output row) into row blocks, computes each block's
 /// accumulators (`rows x n_pad`) with `compute(row0, rows, acc)` and emits them with `emit`.
+///
+/// On one thread the blocks hold up to [`BLOCK_VALUES`] accumulators (at most `direct_rows`
+/// rows, at least [`ROW_BLOCK`]): narrow layers then make few kernel calls, as their `I32`
+/// outputs written in place do.
+#[allow(clippy::too_many_arguments)]
 fn blocks<T: Send, C, E>(
     out: &mut [T],
     per_row: usize,
     m: usize,
     n_pad: usize,
     parallel: bool,
+    direct_rows: usize,
     compute: &C,
     emit: E,
 ) where
@@ -264,7 +485,11 @@ fn blocks<T: Send, C, E>(
     if m == 0 || per_row == 0 {
         return;
     }
-    let rb = row_block(m, parallel);
+    let rb = if parallel {
+        row_block(m, parallel)
+    } else {
+        (BLOCK_VALUES / n_pad.max(1) / 96 * 96).clamp(ROW_BLOCK, direct_rows.max(ROW_BLOCK))
+    };
     let body = |(bi, chunk): (usize, &mut [T])| {
         let r0 = bi * rb;
         let rows = rb.min(m - r0);
@@ -285,11 +510,15 @@ fn blocks<T: Send, C, E>(
 /// overhead (which matters when `n` and `K` are small). A multiple of every tile height.
 pub(crate) const DIRECT_BLOCK: usize = 384;
 
+/// Accumulators per single-threaded block buffer (48 KiB; rows in multiples of 96, a
+/// multiple of every tile height).
+const BLOCK_VALUES: usize = 12 * 1024;
+
 /// Drives a blocked computation of an `m x n` result into `out`.
 ///
 /// `compute(row0, rows, acc)` must fill `acc[r * n_pad + c]` for `r < rows`, `c < n` with the
-/// exact dot products of output rows `row0 + r`. `rows` is at most [`ROW_BLOCK`], except that
-/// single-threaded `I32` outputs of width `n_pad` come in blocks of up to `direct_rows`.
+/// exact dot products of output rows `row0 + r`. `rows` is at most [`ROW_BLOCK`] on a thread
+/// pool and at most `direct_rows` (and [`ROW_BLOCK`] or more) on one thread.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run<C>(
     isa: Isa,
@@ -327,36 +556,93 @@ pub(crate) fn run<C>(
                 o.chunks_mut(rb * n).enumerate().for_each(body);
             }
         }
-        Output::I32(o) => blocks(o, n, m, n_pad, parallel, &compute, |acc, rows, chunk| {
-            for r in 0..rows {
-                chunk[r * n..(r + 1) * n].copy_from_slice(&acc[r * n_pad..r * n_pad + n]);
-            }
-        }),
-        Output::Affine { scale, bias, out } => {
-            blocks(out, n, m, n_pad, parallel, &compute, |acc, rows, chunk| {
-                #[cfg(target_arch = "x86_64")]
-                if isa == Isa::Avx512 {
-                    // SAFETY: the ISA was checked available by the caller; the function asserts
-                    // the slice bounds it relies on.
-                    unsafe {
-                        crate::x86::avx512::affine_rows(acc, rows, n_pad, scale, bias, chunk)
-                    };
-                    return;
-                }
+        Output::I32(o) => blocks(
+            o,
+            n,
+            m,
+            n_pad,
+            parallel,
+            direct_rows,
+            &compute,
+            |acc, rows, chunk| {
                 for r in 0..rows {
-                    let a = &acc[r * n_pad..r * n_pad + n];
-                    let o = &mut chunk[r * n..(r + 1) * n];
-                    for c in 0..n {
-                        o[c] = scale[c] * a[c] as f32 + bias[c];
-                    }
+                    chunk[r * n..(r + 1) * n].copy_from_slice(&acc[r * n_pad..r * n_pad + n]);
                 }
-            })
+            },
+        ),
+        Output::Affine { scale, bias, out } => {
+            blocks(
+                out,
+                n,
+                m,
+                n_pad,
+                parallel,
+                direct_rows,
+                &compute,
+                |acc, rows, chunk| {
+                    #[cfg(target_arch = "x86_64")]
+                    if isa == Isa::Avx512 {
+                        // SAFETY: the ISA was checked available by the caller; the function asserts
+                        // the slice bounds it relies on.
+                        unsafe {
+                            crate::x86::avx512::affine_rows(acc, rows, n_pad, scale, bias, chunk)
+                        };
+                        return;
+                    }
+                    for r in 0..rows {
+                        let a = &acc[r * n_pad..r * n_pad + n];
+                        let o = &mut chunk[r * n..(r + 1) * n];
+                        for c in 0..n {
+                            o[c] = scale[c] * a[c] as f32 + bias[c];
+                        }
+                    }
+                },
+            )
         }
         Output::Packed { thresholds, out } => {
             let nw = n.div_ceil(64);
-            blocks(out, nw, m, n_pad, parallel, &compute, |acc, rows, chunk| {
-                threshold_rows(isa, acc, rows, n, n_pad, thresholds, chunk);
-            })
+            blocks(
+                out,
+                nw,
+                m,
+                n_pad,
+                parallel,
+                direct_rows,
+                &compute,
+                |acc, rows, chunk| {
+                    threshold_rows(isa, acc, rows, n, n_pad, thresholds, chunk);
+                },
+            )
+        }
+        Output::Levels { thresholds, out } => {
+            let stride = crate::reference::int8_stride(n);
+            blocks(
+                out,
+                stride,
+                m,
+                n_pad,
+                parallel,
+                direct_rows,
+                &compute,
+                |acc, rows, chunk| {
+                    #[cfg(target_arch = "x86_64")]
+                    if isa == Isa::Avx512 {
+                        // SAFETY: the ISA was checked available by the caller; the function
+                        // asserts the slice bounds it relies on.
+                        unsafe {
+                            crate::x86::avx512::level_rows(acc, rows, n, n_pad, thresholds, chunk)
+                        };
+                        return;
+                    }
+                    for r in 0..rows {
+                        level_row(
+                            &acc[r * n_pad..r * n_pad + n],
+                            thresholds,
+                            &mut chunk[r * stride..(r + 1) * stride],
+                        );
+                    }
+                },
+            )
         }
     }
 }

@@ -94,7 +94,7 @@ mod x86;
 pub use binary::{BinaryWeights, binary_gemm, binary_gemm_with};
 pub use bitpack::isa::{Isa, has_avx512_vnni, selected_isa};
 pub use conv::{BinaryConv2d, Conv2dConfig, Int8Conv2d, PadMode};
-pub use epilogue::{Direction, Output, ROW_BLOCK, Thresholds};
+pub use epilogue::{Direction, LevelThresholds, Output, ROW_BLOCK, Thresholds};
 pub use error::{KernelError, Result};
 pub use int8::{INT8_ACT_RANGE, Int8Weights, MAX_INT8_K, int8_gemm, int8_gemm_with};
 pub use pool::{maxpool2x2_i32, maxpool2x2_packed};

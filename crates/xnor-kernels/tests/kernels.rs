@@ -4,8 +4,8 @@
 use proptest::prelude::*;
 use xnor_kernels::{
     BinaryConv2d, BinaryWeights, Conv2dConfig, Direction, Int8Conv2d, Int8Weights, Isa,
-    KernelError, Output, PadMode, Thresholds, binary_gemm_with, int8_gemm_with, maxpool2x2_i32,
-    maxpool2x2_packed, reference,
+    KernelError, LevelThresholds, Output, PadMode, Thresholds, binary_gemm_with, int8_gemm_with,
+    maxpool2x2_i32, maxpool2x2_packed, reference,
 };
 
 /// Deterministic xorshift generator (no external RNG needed).
@@ -88,6 +88,52 @@ fn thresholds(rng: &mut Rng, n: usize, k: usize, acc: &[i32]) -> Thresholds {
     Thresholds::new(&t, &d).unwrap()
 }
 
+/// A per-channel map from accumulators to int8 levels.
+type LevelMap<'a> = dyn Fn(usize, i32) -> i8 + 'a;
+
+/// A random monotone map from accumulators to int8 levels per channel, as a list of
+/// `(threshold, level from there on)` steps over a base level: sign, ternary or pow2-like
+/// level sets, rising or falling, with most thresholds taken from the accumulators (+-1) so
+/// that `acc == t` is common; some channels constant. Returns `f(c, acc)`.
+fn level_map(rng: &mut Rng, n: usize, k: usize, acc: &[i32]) -> impl Fn(usize, i32) -> i8 {
+    let sets: [&[i8]; 4] = [&[-1, 1], &[-1, 0, 1], &[-4, -2, -1, 0, 1, 2, 4], &[3]];
+    let rows = acc.len() / n.max(1);
+    let chans: Vec<(i8, Vec<(i32, i8)>)> = (0..n)
+        .map(|c| {
+            let set = sets[(rng.next() % 4) as usize];
+            let rising = !rng.next().is_multiple_of(3);
+            let levels: Vec<i8> = if rising {
+                set.to_vec()
+            } else {
+                set.iter().rev().copied().collect()
+            };
+            let mut t: Vec<i32> = (1..levels.len())
+                .map(|_| {
+                    if rows > 0 && !rng.next().is_multiple_of(4) {
+                        let r = (rng.next() % rows as u64) as usize;
+                        acc[r * n + c] + (rng.next() % 3) as i32 - 1
+                    } else {
+                        (rng.next() % (2 * k as u64 + 3)) as i32 - k as i32 - 1
+                    }
+                })
+                .collect();
+            t.sort_unstable();
+            (
+                levels[0],
+                t.into_iter().zip(levels[1..].iter().copied()).collect(),
+            )
+        })
+        .collect();
+    move |c: usize, a: i32| {
+        let (base, steps) = &chans[c];
+        steps
+            .iter()
+            .take_while(|(t, _)| a >= *t)
+            .last()
+            .map_or(*base, |&(_, v)| v)
+    }
+}
+
 /// Checks every output kind of a computation `run(isa, out)` against `want` (`m x n` i32).
 fn check_outputs(
     what: &str,
@@ -105,6 +151,34 @@ fn check_outputs(
     let want_bits: Vec<u64> = (0..m)
         .flat_map(|r| th.sign_bits(&want[r * n..(r + 1) * n]))
         .collect();
+    // Level steps twice: thresholds near the accumulators (the AVX-512 two-row `i16` path),
+    // and with one more step per channel at 40000 (beyond `i16`: the `i32` path).
+    let f = level_map(rng, n, k, want);
+    let far = |c: usize, a: i32| {
+        let up = f(c, i32::MAX) >= f(c, i32::MIN);
+        f(c, a)
+            + if a < 40_000 {
+                0
+            } else if up {
+                1
+            } else {
+                -1
+            }
+    };
+    let range = (i32::MIN, i32::MAX);
+    let maps: [(&LevelMap<'_>, LevelThresholds); 2] = [
+        (&f, LevelThresholds::from_monotone(n, range, &f).unwrap()),
+        (&far, LevelThresholds::from_monotone(n, range, far).unwrap()),
+    ];
+    let stride = reference::int8_stride(n);
+    let want_levels = |f: &LevelMap<'_>| -> Vec<i8> {
+        (0..m * stride)
+            .map(|i| {
+                let (r, c) = (i / stride, i % stride);
+                if c < n { f(c, want[r * n + c]) } else { 0 }
+            })
+            .collect()
+    };
     for isa in Isa::available() {
         let mut got = vec![i32::MIN; m * n];
         run(isa, Output::I32(&mut got));
@@ -134,6 +208,17 @@ fn check_outputs(
             },
         );
         assert_eq!(bits, want_bits, "{what} packed isa={isa}");
+        for (i, (f, lt)) in maps.iter().enumerate() {
+            let mut lv = vec![i8::MIN; m * stride];
+            run(
+                isa,
+                Output::Levels {
+                    thresholds: lt,
+                    out: &mut lv,
+                },
+            );
+            assert_eq!(lv, want_levels(f), "{what} levels {i} isa={isa}");
+        }
     }
 }
 
@@ -747,6 +832,67 @@ fn errors_are_reported() {
         let err = binary_gemm_with(isa, &[0], &w, 1, Output::I32(&mut out)).unwrap_err();
         assert!(matches!(err, KernelError::Isa(_)), "{err}");
     }
+    // Level steps: a map that goes up and down, an empty range, a wrong channel count, an
+    // output without the pad bytes of the int8 layout (3 channels -> 4 bytes per row).
+    let bump = |_: usize, a: i32| match a {
+        ..0 => 0,
+        0 => 2,
+        _ => 1,
+    };
+    let err = LevelThresholds::from_monotone(1, (-5, 5), bump).unwrap_err();
+    assert!(
+        matches!(&err, KernelError::Shape { reason, .. } if reason.contains("channel 0")),
+        "{err}"
+    );
+    assert!(LevelThresholds::from_monotone(1, (1, 0), bump).is_err());
+    let lt = LevelThresholds::from_monotone(3, (-5, 5), |_, a| a.signum() as i8).unwrap();
+    let mut o8 = [0i8; 4];
+    let err = binary_gemm_with(
+        Isa::Scalar,
+        &[0],
+        &w,
+        1,
+        Output::Levels {
+            thresholds: &lt,
+            out: &mut o8,
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            KernelError::Length {
+                buffer: "thresholds",
+                expected: 2,
+                got: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let w3 = BinaryWeights::new(&[0, 0, 0], 3, 10).unwrap();
+    let err = binary_gemm_with(
+        Isa::Scalar,
+        &[0],
+        &w3,
+        1,
+        Output::Levels {
+            thresholds: &lt,
+            out: &mut o8[..3],
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            KernelError::Length {
+                buffer: "out",
+                expected: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
     // Kernel larger than the padded input.
     let conv = BinaryConv2d::new(&[0; 9], 1, 1, 3, 3, Conv2dConfig::default()).unwrap();
     assert!(matches!(
@@ -755,7 +901,7 @@ fn errors_are_reported() {
     ));
 }
 
-/// Calls `f` once per output kind (`I32`, `Affine`, `Packed`) for an `m x n` result and
+/// Calls `f` once per output kind (`I32`, `Affine`, `Packed`, `Levels`) for an `m x n` result and
 /// asserts that each call fails with `KernelError::Value` on `buffer` at `index` (`value`
 /// when given).
 fn expect_value_error(
@@ -767,10 +913,12 @@ fn expect_value_error(
 ) {
     let (scale, bias) = (vec![1.0f32; n], vec![0.0f32; n]);
     let th = Thresholds::new(&vec![0; n], &vec![Direction::Increasing; n]).unwrap();
-    let (mut o32, mut of, mut ob) = (
+    let lt = LevelThresholds::from_monotone(n, (-1, 1), |_, a| a.signum() as i8).unwrap();
+    let (mut o32, mut of, mut ob, mut o8) = (
         vec![0; m * n],
         vec![0.0; m * n],
         vec![0; m * n.div_ceil(64)],
+        vec![0; m * reference::int8_stride(n)],
     );
     let outs = [
         Output::I32(&mut o32),
@@ -783,12 +931,17 @@ fn expect_value_error(
             thresholds: &th,
             out: &mut ob,
         },
+        Output::Levels {
+            thresholds: &lt,
+            out: &mut o8,
+        },
     ];
     for out in outs {
         let kind = match out {
             Output::I32(_) => "I32",
             Output::Affine { .. } => "Affine",
             Output::Packed { .. } => "Packed",
+            Output::Levels { .. } => "Levels",
         };
         match f(out) {
             Err(KernelError::Value {

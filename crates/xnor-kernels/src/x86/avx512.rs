@@ -954,6 +954,217 @@ pub(crate) unsafe fn affine_rows(
     }
 }
 
+/// Int8 levels of `rows` rows of accumulators (row stride `n_pad`, `n` channels) into rows
+/// of `int8_stride(n)` bytes: per 16 channels the base levels plus each step's increment
+/// where `acc >= t` (one compare and one masked add per step), narrowed to bytes; lanes
+/// beyond `n` load no accumulator and hold the zero base, so the pad bytes are written zero.
+/// Channel groups are the outer loop, so that a group's tables stay in registers.
+///
+/// # Safety
+/// The CPU must support [`bitpack::Isa::Avx512`]. The slice bounds used are asserted.
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
+pub(crate) unsafe fn level_rows(
+    acc: &[i32],
+    rows: usize,
+    n: usize,
+    n_pad: usize,
+    lt: &crate::epilogue::LevelThresholds,
+    out: &mut [i8],
+) {
+    let (steps, width, base, thr, inc) = lt.parts();
+    let stride = crate::reference::int8_stride(n);
+    assert!(n_pad >= n && width >= stride && lt.channels() == n);
+    assert!(base.len() >= width && thr.len() >= steps * width && inc.len() >= steps * width);
+    assert!(rows == 0 || (acc.len() >= (rows - 1) * n_pad + n && out.len() >= rows * stride));
+    if !lt.pairs().is_empty() && steps <= 8 {
+        // SAFETY: AVX-512 is available; the bounds are asserted above.
+        unsafe {
+            match steps {
+                0 => level_pairs_k::<0>(acc, rows, n, n_pad, stride, lt, out),
+                1 => level_pairs_k::<1>(acc, rows, n, n_pad, stride, lt, out),
+                2 => level_pairs_k::<2>(acc, rows, n, n_pad, stride, lt, out),
+                3 | 4 => level_pairs_k::<4>(acc, rows, n, n_pad, stride, lt, out),
+                5 | 6 => level_pairs_k::<6>(acc, rows, n, n_pad, stride, lt, out),
+                _ => level_pairs_k::<8>(acc, rows, n, n_pad, stride, lt, out),
+            }
+        }
+        return;
+    }
+    // SAFETY: as above.
+    unsafe {
+        match steps {
+            0 => level_rows_k::<0>(acc, rows, n, n_pad, stride, lt, out),
+            1 => level_rows_k::<1>(acc, rows, n, n_pad, stride, lt, out),
+            2 => level_rows_k::<2>(acc, rows, n, n_pad, stride, lt, out),
+            3 => level_rows_k::<3>(acc, rows, n, n_pad, stride, lt, out),
+            4 => level_rows_k::<4>(acc, rows, n, n_pad, stride, lt, out),
+            5 | 6 => level_rows_k::<6>(acc, rows, n, n_pad, stride, lt, out),
+            7 | 8 => level_rows_k::<8>(acc, rows, n, n_pad, stride, lt, out),
+            _ => level_rows_k::<{ usize::MAX }>(acc, rows, n, n_pad, stride, lt, out),
+        }
+    }
+}
+
+/// Lanes `c .. m` of 16 from `c` (all when `m >= c + 16`, none when `m <= c`).
+#[inline]
+fn lanes16(m: usize, c: usize) -> __mmask16 {
+    if m >= c + 16 {
+        0xffff
+    } else if m <= c {
+        0
+    } else {
+        ((1u32 << (m - c)) - 1) as u16
+    }
+}
+
+/// [`level_rows`] two rows at a time in `i16` (`S <= 8` steps at least the table's; the
+/// `i16` tables of [`crate::epilogue::LevelThresholds`] present): the rows' accumulators are
+/// packed with signed saturation (lane order: 4 channels of the first row, 4 of the second,
+/// per 128 bits; the tables follow it), stepped, narrowed to bytes and put back in channel
+/// order by one dword permute.
+///
+/// # Safety
+/// As [`level_rows`], whose asserts this relies on.
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
+unsafe fn level_pairs_k<const S: usize>(
+    acc: &[i32],
+    rows: usize,
+    n: usize,
+    n_pad: usize,
+    stride: usize,
+    lt: &crate::epilogue::LevelThresholds,
+    out: &mut [i8],
+) {
+    let (steps, width, ..) = lt.parts();
+    let pairs = lt.pairs();
+    let per = 1 + 2 * steps;
+    assert!(S <= 8 && steps <= S && pairs.len() >= width / 16 * per * 32);
+    let perm = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    let mut c = 0;
+    while c < stride {
+        let (kn, ks) = (lanes16(n, c), lanes16(stride, c));
+        // SAFETY: group c / 16 < width / 16 holds `per` vectors of 32 lanes (asserted).
+        let tab = unsafe { pairs.as_ptr().add(c / 16 * per * 32) };
+        // SAFETY: as above.
+        let b = unsafe { _mm512_loadu_si512(tab.cast()) };
+        let mut t = [_mm512_set1_epi16(i16::MAX); 8];
+        let mut d = [_mm512_setzero_si512(); 8];
+        for j in 0..steps {
+            // SAFETY: as above (j < steps).
+            unsafe {
+                t[j] = _mm512_loadu_si512(tab.add((1 + 2 * j) * 32).cast());
+                d[j] = _mm512_loadu_si512(tab.add((2 + 2 * j) * 32).cast());
+            }
+        }
+        let mut r = 0;
+        while r < rows {
+            let two = r + 1 < rows;
+            // SAFETY: accumulator lanes masked to n inside rows r and r + 1 (when present),
+            // store lanes masked to the rows' stride (asserted by the caller).
+            unsafe {
+                let a = acc.as_ptr().add(r * n_pad + c);
+                let x0 = _mm512_maskz_loadu_epi32(kn, a.cast());
+                let x1 = if two {
+                    _mm512_maskz_loadu_epi32(kn, a.add(n_pad).cast())
+                } else {
+                    _mm512_setzero_si512()
+                };
+                let x = _mm512_packs_epi32(x0, x1);
+                let mut v = b;
+                for j in 0..S {
+                    v = _mm512_mask_add_epi16(v, _mm512_cmpge_epi16_mask(x, t[j]), v, d[j]);
+                }
+                let y = _mm256_permutevar8x32_epi32(_mm512_cvtepi16_epi8(v), perm);
+                let o = out.as_mut_ptr().add(r * stride + c);
+                _mm_mask_storeu_epi8(o.cast(), ks, _mm256_castsi256_si128(y));
+                if two {
+                    _mm_mask_storeu_epi8(
+                        o.add(stride).cast(),
+                        ks,
+                        _mm256_extracti128_si256::<1>(y),
+                    );
+                }
+            }
+            r += 2;
+        }
+        c += 16;
+    }
+}
+
+/// [`level_rows`] with the step count known (`S` at least the table's steps, the steps
+/// beyond it compare with the zero increment of an absent step), or any count for
+/// `S = usize::MAX`.
+///
+/// # Safety
+/// As [`level_rows`], whose asserts this relies on.
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
+unsafe fn level_rows_k<const S: usize>(
+    acc: &[i32],
+    rows: usize,
+    n: usize,
+    n_pad: usize,
+    stride: usize,
+    lt: &crate::epilogue::LevelThresholds,
+    out: &mut [i8],
+) {
+    let (steps, width, base, thr, inc) = lt.parts();
+    let fixed = S != usize::MAX;
+    let ns = if fixed { S } else { steps };
+    let mut c = 0;
+    while c < stride {
+        let (kn, ks) = (lanes16(n, c), lanes16(stride, c));
+        // Step j of a fixed count beyond the table's steps: never taken (zero increment).
+        // SAFETY: c + 16 <= width and j < steps for the table loads (asserted by the caller).
+        let load = |j: usize| unsafe {
+            if j < steps {
+                (
+                    _mm512_loadu_si512(thr.as_ptr().add(j * width + c).cast()),
+                    _mm512_loadu_si512(inc.as_ptr().add(j * width + c).cast()),
+                )
+            } else {
+                (_mm512_set1_epi32(i32::MAX), _mm512_setzero_si512())
+            }
+        };
+        // SAFETY: as above.
+        let b = unsafe { _mm512_loadu_si512(base.as_ptr().add(c).cast()) };
+        if fixed {
+            let mut t = [_mm512_setzero_si512(); 8];
+            let mut d = [_mm512_setzero_si512(); 8];
+            for j in 0..S.min(8) {
+                (t[j], d[j]) = load(j);
+            }
+            for r in 0..rows {
+                // SAFETY: accumulator lanes masked to n inside row r, store lanes masked to
+                // the row's stride (asserted by the caller).
+                unsafe {
+                    let x = _mm512_maskz_loadu_epi32(kn, acc.as_ptr().add(r * n_pad + c).cast());
+                    let mut v = b;
+                    for j in 0..S.min(8) {
+                        v = _mm512_mask_add_epi32(v, _mm512_cmpge_epi32_mask(x, t[j]), v, d[j]);
+                    }
+                    let o = out.as_mut_ptr().add(r * stride + c);
+                    _mm_mask_storeu_epi8(o.cast(), ks, _mm512_cvtepi32_epi8(v));
+                }
+            }
+        } else {
+            for r in 0..rows {
+                // SAFETY: as above.
+                unsafe {
+                    let x = _mm512_maskz_loadu_epi32(kn, acc.as_ptr().add(r * n_pad + c).cast());
+                    let mut v = b;
+                    for j in 0..ns {
+                        let (t, d) = load(j);
+                        v = _mm512_mask_add_epi32(v, _mm512_cmpge_epi32_mask(x, t), v, d);
+                    }
+                    let o = out.as_mut_ptr().add(r * stride + c);
+                    _mm_mask_storeu_epi8(o.cast(), ks, _mm512_cvtepi32_epi8(v));
+                }
+            }
+        }
+        c += 16;
+    }
+}
+
 /// Packed signs of `rows` rows of accumulators (row stride `n_pad`, `n` channels): word `w`
 /// of a row is `(acc < thr) ^ flip[w]` over its 64 channels, 16 compares per instruction,
 /// masked loads for the tail, pad bits zero.
