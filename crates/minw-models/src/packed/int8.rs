@@ -4,6 +4,7 @@
 
 use aqe_core::{HardQuantizer, Quantizer};
 use bitpack::{Int8Tensor, LevelSet};
+use xnor_kernels::LevelThresholds;
 
 use crate::error::{Error, Result};
 
@@ -80,6 +81,33 @@ pub(super) fn epilogue_f32(
     }
 }
 
+/// The level of one exact accumulator: `v = f32(acc) * s`, then as [`epilogue_f32`].
+#[inline]
+fn level_i32(acc: i32, s: f32, a: f32, b: f32, act: &Act) -> i8 {
+    let v = acc as f32 * s;
+    act.level((v * a + b).clamp(-1.0, 1.0))
+}
+
+/// [`epilogue_i32`] as per-channel level steps for the kernels' fused `Levels` output: the
+/// same `f32` operations, evaluated at the binary-search points of every accumulator a layer
+/// of `k` products can give (activations within the kernels' `+-64`, weights within `+-127`).
+/// `None` when a channel's map is found not to be monotone (it always is for the supported
+/// quantizers: `f32` products, sums and the clamp are monotone, and so is the level), so
+/// that the caller keeps the `f32` epilogue.
+pub(super) fn level_steps(
+    k: usize,
+    s: f32,
+    scale: &[f32],
+    shift: &[f32],
+    act: &Act,
+) -> Option<LevelThresholds> {
+    let bound = (k as i64 * 64 * 127).min(i64::from(i32::MAX)) as i32;
+    LevelThresholds::from_monotone(scale.len(), (-bound, bound), |c, acc| {
+        level_i32(acc, s, scale[c], shift[c], act)
+    })
+    .ok()
+}
+
 /// [`epilogue_f32`] for exact accumulators, `v = f32(acc) * s`.
 #[allow(clippy::too_many_arguments, reason = "one flat epilogue")]
 pub(super) fn epilogue_i32(
@@ -94,8 +122,7 @@ pub(super) fn epilogue_i32(
 ) {
     for (row, o) in acc.chunks_exact(c).zip(out.chunks_exact_mut(stride)) {
         for (((o, &acc), &a), &b) in o.iter_mut().zip(row).zip(scale).zip(shift) {
-            let v = acc as f32 * s;
-            *o = act.level((v * a + b).clamp(-1.0, 1.0));
+            *o = level_i32(acc, s, a, b, act);
         }
         o[c..].fill(0);
     }

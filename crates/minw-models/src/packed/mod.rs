@@ -30,8 +30,8 @@ use bitpack::file::PackedTensor;
 use bitpack::{BitTensor, Int8Tensor, Layout};
 use serde::{Deserialize, Serialize};
 use xnor_kernels::{
-    BinaryConv2d, BinaryWeights, Conv2dConfig, Direction, Int8Conv2d, Int8Weights, Output, PadMode,
-    Thresholds,
+    BinaryConv2d, BinaryWeights, Conv2dConfig, Direction, Int8Conv2d, Int8Weights, LevelThresholds,
+    Output, PadMode, Thresholds,
 };
 
 use crate::error::{Error, Result};
@@ -641,6 +641,8 @@ enum Layer {
         conv: Box<Int8Conv2d>,
         out_c: usize,
         pool: bool,
+        /// The epilogue as level steps fused into the kernel (layers without pooling).
+        levels: Option<LevelThresholds>,
         /// `f32(acc) * s` is the training graph's conv output.
         s: f32,
         scale: Vec<f32>,
@@ -1131,10 +1133,15 @@ impl PackedModel {
                         let conv =
                             Int8Conv2d::new(t.data(), *out_channels, c, *kernel, *kernel, cfg)
                                 .map_err(|e| lerr(e.to_string()))?;
+                        let k = c * kernel * kernel;
+                        let levels = (!*pool)
+                            .then(|| int8::level_steps(k, sa * sw, &scale, &shift, &act))
+                            .flatten();
                         layers.push(Layer::Int8Conv {
                             conv: Box::new(conv),
                             out_c: *out_channels,
                             pool: *pool,
+                            levels,
                             s: sa * sw,
                             scale,
                             shift,
@@ -1690,11 +1697,30 @@ impl PackedModel {
                 Layer::Int8Conv {
                     conv,
                     out_c,
+                    levels: Some(lt),
+                    ..
+                } => {
+                    // BatchNorm and the next quantizer fused into the kernel as level steps.
+                    let input = &i8_a[..batch * s.h * s.w * cs(c_cur)];
+                    let n = batch * s.ho * s.wo * cs(*out_c);
+                    let out = Output::Levels {
+                        thresholds: lt,
+                        out: &mut i8_b[..n],
+                    };
+                    conv.forward(input, batch, s.h, s.w, out)
+                        .map_err(|e| kerr(name, &e))?;
+                    std::mem::swap(i8_a, i8_b);
+                    c_cur = *out_c;
+                }
+                Layer::Int8Conv {
+                    conv,
+                    out_c,
                     pool,
                     s: sa,
                     scale,
                     shift,
                     act,
+                    ..
                 } => {
                     let input = &i8_a[..batch * s.h * s.w * cs(c_cur)];
                     let n_acc = batch * s.ho * s.wo * out_c;
