@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use xnor_kernels::{
-    BinaryConv2d, Conv2dConfig, Direction, Int8Conv2d, Output, PadMode, Thresholds,
-    binary_gemm_with, int8_gemm_with, reference,
+    BinaryConv2d, Conv2dConfig, Direction, Int8Conv2d, LevelThresholds, Output, PadMode,
+    Thresholds, binary_gemm_with, int8_gemm_with, reference,
 };
 
 /// Options of `bench-kernels`.
@@ -138,6 +138,25 @@ impl Rng {
     fn levels(&mut self, n: usize) -> Vec<i8> {
         (0..n).map(|_| (self.next() % 9) as i8 - 4).collect()
     }
+}
+
+/// Level steps of a BatchNorm (per-channel scale and shift) followed by the 3-bit pow2
+/// quantizer (levels x 4: 0, +-1, +-2, +-4) for `n` channels of `K = k` int8 products.
+fn pow2_levels(n: usize, k: usize) -> LevelThresholds {
+    let spread = 4.0 * (k as f32).sqrt();
+    let bound = 16 * k as i32;
+    LevelThresholds::from_monotone(n, (-bound, bound), |c, acc| {
+        let scale = if c % 5 == 4 { -1.0 } else { 1.0 } / spread;
+        let x = (acc as f32 * scale + (c % 7) as f32 * 0.05 - 0.15).clamp(-1.0, 1.0);
+        let mag = match x.abs() {
+            a if a >= 0.75 => 4,
+            a if a >= 0.375 => 2,
+            a if a >= 0.125 => 1,
+            _ => 0,
+        };
+        if x < 0.0 { -mag } else { mag }
+    })
+    .expect("monotone pow2 map")
 }
 
 /// Packs rows of `c` signs per pixel: `pixels * ceil(c / 64)` words with zero pad bits.
@@ -501,7 +520,8 @@ fn run_layers(
             rows.push(row("gemm", (1, 1), ns, f32_gemm));
         }
 
-        // 2-3 bit layers on int8 levels: whole layer (im2col + GEMM, i32 out) and bare GEMM.
+        // 2-3 bit layers on int8 levels: whole layer (im2col + GEMM + fused levels), the conv with
+        // raw i32 output, and the bare GEMM.
         // bitpack's int8 layout: pixels and weight taps padded to a multiple of 4 bytes.
         let cs = reference::int8_stride(layer.cin);
         let taps = layer.k * layer.k;
@@ -519,6 +539,28 @@ fn run_layers(
             }
         }
         let conv8 = Int8Conv2d::new(&w8, n, layer.cin, layer.k, layer.k, cfg)?;
+        // The layer's output is the next 3-bit layer's input: BatchNorm + the pow2
+        // quantizer as per-channel level steps (six per channel, the most of any level set).
+        let lt = pow2_levels(n, kd);
+        let mut y8 = vec![0i8; m * reference::int8_stride(n)];
+        let ns = time_ns(args.repeats, || {
+            conv8
+                .forward_with(
+                    isa,
+                    &x8,
+                    layer.batch,
+                    layer.h,
+                    layer.h,
+                    Output::Levels {
+                        thresholds: &lt,
+                        out: &mut y8,
+                    },
+                )
+                .expect("int8 conv");
+        });
+        rows.push(row("layer", (3, 3), ns, f32_layer));
+        // The same conv with the raw `i32` output (the dot products alone; the rows before
+        // 2026-11-28 measured this as "layer").
         let ns = time_ns(args.repeats, || {
             conv8
                 .forward_with(
@@ -531,14 +573,14 @@ fn run_layers(
                 )
                 .expect("int8 conv");
         });
-        rows.push(row("layer", (3, 3), ns, f32_layer));
+        rows.push(row("layer i32", (3, 3), ns, f32_layer));
         let a8 = rng.levels(m * s);
         let ns = time_ns(args.repeats, || {
             int8_gemm_with(isa, &a8, conv8.gemm_weights(), m, Output::I32(&mut acc))
                 .expect("int8 gemm");
         });
         rows.push(row("gemm", (3, 3), ns, f32_gemm));
-        let done = rows.len() - if gemm_ok { 4 } else { 3 };
+        let done = rows.len() - if gemm_ok { 5 } else { 4 };
         for r in &rows[done..] {
             eprintln!("  measured {} ({:.1} us)", r.layer, r.ns / 1e3);
         }
