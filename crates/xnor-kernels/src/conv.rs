@@ -1837,7 +1837,9 @@ impl Int8Conv2d {
             self.cout,
             self.weights.n_pad(),
             parallel,
-            ROW_BLOCK,
+            // Blocks of about 32 KiB of gathered rows (short rows, e.g. a 1x1 conv's, make
+            // many small blocks otherwise).
+            (IM2COL_BYTES / s.max(1) / 96 * 96).clamp(ROW_BLOCK, epilogue::DIRECT_BLOCK),
             |r0, rows, acc| {
                 if in_place {
                     int8_block(
@@ -1891,6 +1893,9 @@ impl Int8Conv2d {
         Ok(())
     }
 }
+
+/// Bytes of gathered int8 rows per single-threaded im2col block.
+const IM2COL_BYTES: usize = 32 * 1024;
 
 #[cfg(target_arch = "x86_64")]
 impl Int8Conv2d {
