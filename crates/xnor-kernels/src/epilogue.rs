@@ -284,6 +284,53 @@ impl LevelThresholds {
         out
     }
 
+    /// The levels of `acc.len() / channels()` rows of accumulators (a pooled conv output,
+    /// say) into `out`, rows of [`crate::reference::int8_stride`]`(channels())` bytes, with
+    /// the ISA chosen by [`crate::selected_isa`] (the same code as [`Output::Levels`]).
+    ///
+    /// # Errors
+    /// [`KernelError::Length`] when `acc` is not whole rows or `out` has another length; an
+    /// unusable `XNOR_ISA`.
+    ///
+    /// ```
+    /// use xnor_kernels::LevelThresholds;
+    /// let lt = LevelThresholds::from_monotone(2, (-9, 9), |c, a| if c == 0 { a.signum() as i8 } else { 0 }).unwrap();
+    /// let mut out = [7i8; 8];
+    /// lt.apply(&[-3, 5, 4, 0], &mut out).unwrap();
+    /// assert_eq!(out, [-1, 0, 0, 0, 1, 0, 0, 0]);
+    /// ```
+    pub fn apply(&self, acc: &[i32], out: &mut [i8]) -> Result<()> {
+        self.apply_with(crate::selected_isa()?, acc, out)
+    }
+
+    /// [`LevelThresholds::apply`] with an explicit ISA (an error if this CPU lacks it).
+    ///
+    /// # Errors
+    /// As [`LevelThresholds::apply`], plus [`KernelError::Isa`] for an unavailable ISA.
+    pub fn apply_with(&self, isa: Isa, acc: &[i32], out: &mut [i8]) -> Result<()> {
+        const OP: &str = "LevelThresholds::apply";
+        let isa = crate::binary::resolve(isa)?;
+        let n = self.n;
+        let rows = acc.len().checked_div(n).unwrap_or(0);
+        check_len(OP, "acc", acc.len(), rows * n)?;
+        let stride = crate::reference::int8_stride(n);
+        check_len(OP, "out", out.len(), rows * stride)?;
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx512 {
+            // SAFETY: the ISA is available (resolved); the function asserts the bounds.
+            unsafe { crate::x86::avx512::level_rows(acc, rows, n, n, self, out) };
+            return Ok(());
+        }
+        let _ = isa;
+        for (a, o) in acc
+            .chunks_exact(n.max(1))
+            .zip(out.chunks_exact_mut(stride.max(1)))
+        {
+            level_row(a, self, o);
+        }
+        Ok(())
+    }
+
     pub(crate) fn parts(&self) -> (usize, usize, &[i32], &[i32], &[i32]) {
         (self.steps, self.width, &self.base, &self.thr, &self.inc)
     }

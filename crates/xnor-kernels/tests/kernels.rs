@@ -134,6 +134,53 @@ fn level_map(rng: &mut Rng, n: usize, k: usize, acc: &[i32]) -> impl Fn(usize, i
     }
 }
 
+/// `LevelThresholds::apply_with` (levels of a ready `i32` buffer, e.g. a pooled conv output)
+/// equals the map on every ISA: channel counts around the 16-lane groups and the 4-byte row
+/// padding, odd row counts (the two-row path's single last row), thresholds inside and
+/// beyond `i16`.
+#[test]
+fn level_steps_of_a_buffer_equal_the_map() {
+    let mut rng = Rng(0x1e7e1);
+    for n in [1usize, 3, 4, 15, 16, 17, 33, 64, 130] {
+        for rows in [0usize, 1, 2, 7, 40] {
+            let acc: Vec<i32> = (0..rows * n)
+                .map(|_| (rng.next() % 4001) as i32 - 2000)
+                .collect();
+            let f = level_map(&mut rng, n, 2000, &acc);
+            // One more step at 35000 (beyond i16: the i32 path).
+            let far = |c: usize, a: i32| {
+                let up = f(c, i32::MAX) >= f(c, i32::MIN);
+                f(c, a)
+                    + if a < 35_000 {
+                        0
+                    } else if up {
+                        1
+                    } else {
+                        -1
+                    }
+            };
+            let stride = reference::int8_stride(n);
+            for (i, map) in [&f as &LevelMap<'_>, &far].into_iter().enumerate() {
+                let lt = LevelThresholds::from_monotone(n, (-40_000, 40_000), map).unwrap();
+                let want: Vec<i8> = (0..rows * stride)
+                    .map(|j| {
+                        let (r, c) = (j / stride, j % stride);
+                        if c < n { map(c, acc[r * n + c]) } else { 0 }
+                    })
+                    .collect();
+                for isa in Isa::available() {
+                    let mut got = vec![i8::MIN; rows * stride];
+                    lt.apply_with(isa, &acc, &mut got).unwrap();
+                    assert_eq!(got, want, "n {n} rows {rows} map {i} isa {isa}");
+                }
+            }
+        }
+    }
+    let lt = LevelThresholds::from_monotone(3, (-5, 5), |_, a| a.signum() as i8).unwrap();
+    assert!(lt.apply(&[1, 2], &mut [0; 4]).is_err());
+    assert!(lt.apply(&[1, 2, 3], &mut [0; 3]).is_err());
+}
+
 /// Checks every output kind of a computation `run(isa, out)` against `want` (`m x n` i32).
 fn check_outputs(
     what: &str,
