@@ -641,7 +641,8 @@ enum Layer {
         conv: Box<Int8Conv2d>,
         out_c: usize,
         pool: bool,
-        /// The epilogue as level steps fused into the kernel (layers without pooling).
+        /// The epilogue as level steps: fused into the kernel, or applied to the pooled
+        /// accumulators.
         levels: Option<LevelThresholds>,
         /// `f32(acc) * s` is the training graph's conv output.
         s: f32,
@@ -1134,9 +1135,7 @@ impl PackedModel {
                             Int8Conv2d::new(t.data(), *out_channels, c, *kernel, *kernel, cfg)
                                 .map_err(|e| lerr(e.to_string()))?;
                         let k = c * kernel * kernel;
-                        let levels = (!*pool)
-                            .then(|| int8::level_steps(k, sa * sw, &scale, &shift, &act))
-                            .flatten();
+                        let levels = int8::level_steps(k, sa * sw, &scale, &shift, &act);
                         layers.push(Layer::Int8Conv {
                             conv: Box::new(conv),
                             out_c: *out_channels,
@@ -1697,6 +1696,7 @@ impl PackedModel {
                 Layer::Int8Conv {
                     conv,
                     out_c,
+                    pool: false,
                     levels: Some(lt),
                     ..
                 } => {
@@ -1716,11 +1716,11 @@ impl PackedModel {
                     conv,
                     out_c,
                     pool,
+                    levels,
                     s: sa,
                     scale,
                     shift,
                     act,
-                    ..
                 } => {
                     let input = &i8_a[..batch * s.h * s.w * cs(c_cur)];
                     let n_acc = batch * s.ho * s.wo * out_c;
@@ -1742,16 +1742,20 @@ impl PackedModel {
                         &acc[..n_acc]
                     };
                     let n = batch * s.hp * s.wp * cs(*out_c);
-                    int8::epilogue_i32(
-                        a,
-                        *out_c,
-                        *sa,
-                        scale,
-                        shift,
-                        act,
-                        &mut i8_b[..n],
-                        cs(*out_c),
-                    );
+                    match levels {
+                        // The pooled accumulators through the same level steps.
+                        Some(lt) => lt.apply(a, &mut i8_b[..n]).map_err(|e| kerr(name, &e))?,
+                        None => int8::epilogue_i32(
+                            a,
+                            *out_c,
+                            *sa,
+                            scale,
+                            shift,
+                            act,
+                            &mut i8_b[..n],
+                            cs(*out_c),
+                        ),
+                    }
                     std::mem::swap(i8_a, i8_b);
                     c_cur = *out_c;
                 }
