@@ -1,6 +1,9 @@
 //! The 2-3 bit path of packed models: layers whose inputs and weights are integer levels
 //! (ternary `{-1, 0, 1}`, pow2 x 4 `{0, +-1, +-2, +-4}`, sign `+-1`) run on the exact int8
 //! kernels, and each layer's `f32` epilogue repeats the training graph's operations in order.
+//! Int8 convs hand that epilogue to the kernels as per-channel level steps found from the same
+//! `f32` expression ([`level_steps`]), so it runs fused into the conv (or over the pooled
+//! accumulators) with the same result, bit for bit.
 
 use aqe_core::{HardQuantizer, Quantizer};
 use bitpack::{Int8Tensor, LevelSet};
