@@ -1680,27 +1680,49 @@ unsafe fn binary_tile_dd<
 ) {
     let kd = dd_dwords(CIN);
     let mut acc = [[_mm512_setzero_si512(); NV]; MR];
-    for d in 0..kd {
-        let step = dd_step(CIN, S, d);
-        // SAFETY: (this block) dword d of pixels r0 .. r0 + MR and panels p .. p + NV are in
-        // bounds (caller's contract).
-        unsafe {
-            let ad = a.add(offs.add(d).read() + r0 * step);
-            let mut wv = [_mm512_setzero_si512(); NV];
-            for (j, v) in wv.iter_mut().enumerate() {
-                *v = _mm512_loadu_si512(w.add((p + j) * pstride + d * 16).cast());
-            }
-            for (i, acc_i) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_epi32(ad.add(i * step).cast::<u32>().read_unaligned() as i32);
-                for j in 0..NV {
-                    let pc = _mm512_popcnt_epi32(_mm512_xor_si512(av, wv[j]));
-                    acc_i[j] = if d == 0 {
-                        pc
-                    } else {
-                        _mm512_add_epi32(acc_i[j], pc)
-                    };
+    // `Cin = 16`: the five dwords are unrolled by hand (the compiler kept a loop over them,
+    // with each row's address computed from a run-time step), so that every activation
+    // address is the dword's base plus a constant: the `s1 16-16` layer 7-11% faster.
+    macro_rules! dword {
+        ($d:expr) => {
+            if $d < kd {
+                let d: usize = $d;
+                let step = dd_step(CIN, S, d);
+                // SAFETY: (this block) dword d of pixels r0 .. r0 + MR and panels p .. p + NV
+                // are in bounds (caller's contract).
+                unsafe {
+                    let ad = a.add(offs.add(d).read() + r0 * step);
+                    let mut wv = [_mm512_setzero_si512(); NV];
+                    for (j, v) in wv.iter_mut().enumerate() {
+                        *v = _mm512_loadu_si512(w.add((p + j) * pstride + d * 16).cast());
+                    }
+                    for (i, acc_i) in acc.iter_mut().enumerate() {
+                        let av = _mm512_set1_epi32(
+                            ad.add(i * step).cast::<u32>().read_unaligned() as i32
+                        );
+                        for j in 0..NV {
+                            let pc = _mm512_popcnt_epi32(_mm512_xor_si512(av, wv[j]));
+                            acc_i[j] = if d == 0 {
+                                pc
+                            } else {
+                                _mm512_add_epi32(acc_i[j], pc)
+                            };
+                        }
+                    }
                 }
             }
+        };
+    }
+    if CIN == 16 {
+        dword!(0);
+        dword!(1);
+        dword!(2);
+        dword!(3);
+        dword!(4);
+    } else {
+        // Nine dwords unrolled measured 6% slower at `Cin = 32` (batch 64).
+        for d in 0..kd {
+            dword!(d);
         }
     }
     if FUSED {
