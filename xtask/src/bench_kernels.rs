@@ -29,6 +29,19 @@ pub(crate) struct Args {
     /// Only layers whose name contains this string.
     #[arg(long)]
     filter: Option<String>,
+    /// The activation levels the int8 `layer` rows write: `pow2` (3-bit, six steps per
+    /// channel, the most expensive) or `ternary` (2-bit, two steps).
+    #[arg(long, value_enum, default_value_t = Levels::Pow2)]
+    levels: Levels,
+}
+
+/// Level sets of the int8 layers' fused output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Levels {
+    /// 3-bit powers of two (x 4: 0, +-1, +-2, +-4).
+    Pow2,
+    /// 2-bit ternary (-1, 0, 1).
+    Ternary,
 }
 
 /// One conv layer: NHWC input `batch x h x w x cin`, `cout` filters of `k x k`.
@@ -141,22 +154,24 @@ impl Rng {
 }
 
 /// Level steps of a BatchNorm (per-channel scale and shift) followed by the 3-bit pow2
-/// quantizer (levels x 4: 0, +-1, +-2, +-4) for `n` channels of `K = k` int8 products.
-fn pow2_levels(n: usize, k: usize) -> LevelThresholds {
+/// quantizer (levels x 4: 0, +-1, +-2, +-4) or the ternary one for `n` channels of `K = k`
+/// int8 products.
+fn level_steps(levels: Levels, n: usize, k: usize) -> LevelThresholds {
     let spread = 4.0 * (k as f32).sqrt();
     let bound = 16 * k as i32;
     LevelThresholds::from_monotone(n, (-bound, bound), |c, acc| {
         let scale = if c % 5 == 4 { -1.0 } else { 1.0 } / spread;
         let x = (acc as f32 * scale + (c % 7) as f32 * 0.05 - 0.15).clamp(-1.0, 1.0);
-        let mag = match x.abs() {
-            a if a >= 0.75 => 4,
-            a if a >= 0.375 => 2,
-            a if a >= 0.125 => 1,
+        let mag = match (levels, x.abs()) {
+            (Levels::Pow2, a) if a >= 0.75 => 4,
+            (Levels::Pow2, a) if a >= 0.375 => 2,
+            (Levels::Pow2, a) if a >= 0.125 => 1,
+            (Levels::Ternary, a) if a >= 0.5 => 1,
             _ => 0,
         };
         if x < 0.0 { -mag } else { mag }
     })
-    .expect("monotone pow2 map")
+    .expect("monotone level map")
 }
 
 /// Packs rows of `c` signs per pixel: `pixels * ceil(c / 64)` words with zero pad bits.
@@ -303,8 +318,9 @@ fn bench(args: &Args) -> Result<()> {
     let isa = xnor_kernels::selected_isa()?;
     let threads = args.threads.max(1);
     println!(
-        "bench-kernels: ISA {isa} (int8 VNNI: {}), threads {threads}, load average {}",
+        "bench-kernels: ISA {isa} (int8 VNNI: {}), threads {threads}, int8 layers write {:?} levels, load average {}",
         xnor_kernels::has_avx512_vnni(),
+        args.levels,
         load_average()
     );
     // In-run register peaks per thread (best of many short runs, so that a time slice lost
@@ -539,9 +555,9 @@ fn run_layers(
             }
         }
         let conv8 = Int8Conv2d::new(&w8, n, layer.cin, layer.k, layer.k, cfg)?;
-        // The layer's output is the next 3-bit layer's input: BatchNorm + the pow2
-        // quantizer as per-channel level steps (six per channel, the most of any level set).
-        let lt = pow2_levels(n, kd);
+        // The layer's output is the next 2-3 bit layer's input: BatchNorm + the quantizer of
+        // `--levels` as per-channel level steps (pow2: six per channel, the most of any set).
+        let lt = level_steps(args.levels, n, kd);
         let mut y8 = vec![0i8; m * reference::int8_stride(n)];
         let ns = time_ns(args.repeats, || {
             conv8
