@@ -559,36 +559,21 @@ fn run_layers(
         // `--levels` as per-channel level steps (pow2: six per channel, the most of any set).
         let lt = level_steps(args.levels, n, kd);
         let mut y8 = vec![0i8; m * reference::int8_stride(n)];
-        let ns = time_ns(args.repeats, || {
+        let conv8_into = |out: Output<'_>| {
             conv8
-                .forward_with(
-                    isa,
-                    &x8,
-                    layer.batch,
-                    layer.h,
-                    layer.h,
-                    Output::Levels {
-                        thresholds: &lt,
-                        out: &mut y8,
-                    },
-                )
+                .forward_with(isa, &x8, layer.batch, layer.h, layer.h, out)
                 .expect("int8 conv");
+        };
+        let ns = time_ns(args.repeats, || {
+            conv8_into(Output::Levels {
+                thresholds: &lt,
+                out: &mut y8,
+            })
         });
         rows.push(row("layer", (3, 3), ns, f32_layer));
         // The same conv with the raw `i32` output (the dot products alone; the rows before
         // 2026-11-28 measured this as "layer").
-        let ns = time_ns(args.repeats, || {
-            conv8
-                .forward_with(
-                    isa,
-                    &x8,
-                    layer.batch,
-                    layer.h,
-                    layer.h,
-                    Output::I32(&mut acc),
-                )
-                .expect("int8 conv");
-        });
+        let ns = time_ns(args.repeats, || conv8_into(Output::I32(&mut acc)));
         rows.push(row("layer i32", (3, 3), ns, f32_layer));
         let a8 = rng.levels(m * s);
         let ns = time_ns(args.repeats, || {

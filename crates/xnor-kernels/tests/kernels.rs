@@ -62,6 +62,18 @@ fn naive_dot(a: &[i8], w: &[i8]) -> i32 {
         .sum()
 }
 
+/// A threshold for channel `c` of `acc` (`n` channels per row): mostly an accumulator of that
+/// channel +-1 (so that `acc == t` is common), otherwise anywhere in `-K - 1 ..= K + 1`.
+fn threshold_near(rng: &mut Rng, n: usize, k: usize, acc: &[i32], c: usize) -> i32 {
+    let rows = acc.len() / n.max(1);
+    if rows > 0 && !rng.next().is_multiple_of(4) {
+        let r = (rng.next() % rows as u64) as usize;
+        acc[r * n + c] + (rng.next() % 3) as i32 - 1
+    } else {
+        (rng.next() % (2 * k as u64 + 3)) as i32 - k as i32 - 1
+    }
+}
+
 /// Random thresholds and directions (including the constant ones). Most thresholds are taken
 /// from the accumulators themselves (+-1), so that `acc == t` boundary cases are common.
 fn thresholds(rng: &mut Rng, n: usize, k: usize, acc: &[i32]) -> Thresholds {
@@ -71,17 +83,7 @@ fn thresholds(rng: &mut Rng, n: usize, k: usize, acc: &[i32]) -> Thresholds {
         Direction::AlwaysPlus,
         Direction::AlwaysMinus,
     ];
-    let rows = acc.len() / n.max(1);
-    let t: Vec<i32> = (0..n)
-        .map(|c| {
-            if rows > 0 && !rng.next().is_multiple_of(4) {
-                let r = (rng.next() % rows as u64) as usize;
-                acc[r * n + c] + (rng.next() % 3) as i32 - 1
-            } else {
-                (rng.next() % (2 * k as u64 + 3)) as i32 - k as i32 - 1
-            }
-        })
-        .collect();
+    let t: Vec<i32> = (0..n).map(|c| threshold_near(rng, n, k, acc, c)).collect();
     let d: Vec<Direction> = (0..n)
         .map(|_| dirs[(rng.next() % 8).min(3) as usize])
         .collect();
@@ -97,7 +99,6 @@ type LevelMap<'a> = dyn Fn(usize, i32) -> i8 + 'a;
 /// that `acc == t` is common; some channels constant. Returns `f(c, acc)`.
 fn level_map(rng: &mut Rng, n: usize, k: usize, acc: &[i32]) -> impl Fn(usize, i32) -> i8 {
     let sets: [&[i8]; 4] = [&[-1, 1], &[-1, 0, 1], &[-4, -2, -1, 0, 1, 2, 4], &[3]];
-    let rows = acc.len() / n.max(1);
     let chans: Vec<(i8, Vec<(i32, i8)>)> = (0..n)
         .map(|c| {
             let set = sets[(rng.next() % 4) as usize];
@@ -108,14 +109,7 @@ fn level_map(rng: &mut Rng, n: usize, k: usize, acc: &[i32]) -> impl Fn(usize, i
                 set.iter().rev().copied().collect()
             };
             let mut t: Vec<i32> = (1..levels.len())
-                .map(|_| {
-                    if rows > 0 && !rng.next().is_multiple_of(4) {
-                        let r = (rng.next() % rows as u64) as usize;
-                        acc[r * n + c] + (rng.next() % 3) as i32 - 1
-                    } else {
-                        (rng.next() % (2 * k as u64 + 3)) as i32 - k as i32 - 1
-                    }
-                })
+                .map(|_| threshold_near(rng, n, k, acc, c))
                 .collect();
             t.sort_unstable();
             (
