@@ -315,19 +315,7 @@ impl LevelThresholds {
         check_len(OP, "acc", acc.len(), rows * n)?;
         let stride = crate::reference::int8_stride(n);
         check_len(OP, "out", out.len(), rows * stride)?;
-        #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx512 {
-            // SAFETY: the ISA is available (resolved); the function asserts the bounds.
-            unsafe { crate::x86::avx512::level_rows(acc, rows, n, n, self, out) };
-            return Ok(());
-        }
-        let _ = isa;
-        for (a, o) in acc
-            .chunks_exact(n.max(1))
-            .zip(out.chunks_exact_mut(stride.max(1)))
-        {
-            level_row(a, self, o);
-        }
+        level_rows(isa, acc, rows, n, n, self, out);
         Ok(())
     }
 
@@ -343,18 +331,60 @@ impl LevelThresholds {
 }
 
 /// Writes the int8 levels of one row of accumulators (`acc.len()` channels) into `out`
-/// (`int8_stride(n)` bytes; pad bytes zero).
+/// (`int8_stride(n)` bytes; pad bytes zero). Steps outer, channels inner (64 at a time), so
+/// that the channel loops vectorise.
 pub(crate) fn level_row(acc: &[i32], lt: &LevelThresholds, out: &mut [i8]) {
     let (steps, width, base, thr, inc) = lt.parts();
     let n = acc.len();
-    for (c, (o, &a)) in out.iter_mut().zip(acc).enumerate() {
-        let mut v = base[c];
+    for c0 in (0..n).step_by(64) {
+        let c1 = (c0 + 64).min(n);
+        let mut buf = [0i32; 64];
+        let v = &mut buf[..c1 - c0];
+        v.copy_from_slice(&base[c0..c1]);
         for j in 0..steps {
-            v += inc[j * width + c] & -i32::from(a >= thr[j * width + c]);
+            let (t, d) = (&thr[j * width + c0..], &inc[j * width + c0..]);
+            for (((v, &a), &t), &d) in v.iter_mut().zip(&acc[c0..c1]).zip(t).zip(d) {
+                *v += d & -i32::from(a >= t);
+            }
         }
-        *o = v as i8;
+        for (o, &v) in out[c0..c1].iter_mut().zip(v.iter()) {
+            *o = v as i8;
+        }
     }
     out[n..].fill(0);
+}
+
+/// The levels of `rows` rows of accumulators (row stride `n_pad`, `n` channels) into rows of
+/// `int8_stride(n)` bytes, with the given (available) ISA's code.
+fn level_rows(
+    isa: Isa,
+    acc: &[i32],
+    rows: usize,
+    n: usize,
+    n_pad: usize,
+    lt: &LevelThresholds,
+    out: &mut [i8],
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the ISA was checked available by the caller; the function asserts the
+        // slice bounds it relies on.
+        Isa::Avx512 => unsafe { crate::x86::avx512::level_rows(acc, rows, n, n_pad, lt, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the ISA was checked available by the caller; the function asserts the
+        // slice bounds it relies on.
+        Isa::Avx2 => unsafe { crate::x86::avx2::level_rows(acc, rows, n, n_pad, lt, out) },
+        _ => {
+            let stride = crate::reference::int8_stride(n);
+            for r in 0..rows {
+                level_row(
+                    &acc[r * n_pad..r * n_pad + n],
+                    lt,
+                    &mut out[r * stride..(r + 1) * stride],
+                );
+            }
+        }
+    }
 }
 
 /// Bits `0..n` of word `w` of a packed row of `n` channels.
@@ -671,24 +701,7 @@ pub(crate) fn run<C>(
                 parallel,
                 direct_rows,
                 &compute,
-                |acc, rows, chunk| {
-                    #[cfg(target_arch = "x86_64")]
-                    if isa == Isa::Avx512 {
-                        // SAFETY: the ISA was checked available by the caller; the function
-                        // asserts the slice bounds it relies on.
-                        unsafe {
-                            crate::x86::avx512::level_rows(acc, rows, n, n_pad, thresholds, chunk)
-                        };
-                        return;
-                    }
-                    for r in 0..rows {
-                        level_row(
-                            &acc[r * n_pad..r * n_pad + n],
-                            thresholds,
-                            &mut chunk[r * stride..(r + 1) * stride],
-                        );
-                    }
-                },
+                |acc, rows, chunk| level_rows(isa, acc, rows, n, n_pad, thresholds, chunk),
             )
         }
     }

@@ -196,3 +196,61 @@ pub(crate) unsafe fn int8_rows(
         }
     }
 }
+
+/// Int8 levels of `rows` rows of accumulators (row stride `n_pad`, `n` channels) into rows of
+/// `int8_stride(n)` bytes: per 8 channels the base levels plus each step's increment where
+/// `acc >= t` (`!(t > acc)`: one compare, one and-not, one add per step), narrowed to 8 bytes;
+/// the channels after the last full group of 8 go through the scalar reference, and the pad
+/// bytes are written zero.
+///
+/// # Safety
+/// The CPU must support [`bitpack::Isa::Avx2`]. The slice bounds used are asserted.
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt")]
+pub(crate) unsafe fn level_rows(
+    acc: &[i32],
+    rows: usize,
+    n: usize,
+    n_pad: usize,
+    lt: &crate::epilogue::LevelThresholds,
+    out: &mut [i8],
+) {
+    let (steps, width, base, thr, inc) = lt.parts();
+    let stride = crate::reference::int8_stride(n);
+    assert!(n_pad >= n && width >= n && lt.channels() == n);
+    assert!(base.len() >= width && thr.len() >= steps * width && inc.len() >= steps * width);
+    assert!(rows == 0 || (acc.len() >= (rows - 1) * n_pad + n && out.len() >= rows * stride));
+    let full = n / 8 * 8;
+    for r in 0..rows {
+        let (a, o) = (
+            &acc[r * n_pad..r * n_pad + n],
+            &mut out[r * stride..(r + 1) * stride],
+        );
+        for c in (0..full).step_by(8) {
+            // SAFETY: channels c .. c + 8 <= n of the row, of base (width >= n) and of every
+            // step's thresholds and increments; bytes c .. c + 8 of the output row.
+            unsafe {
+                let x = _mm256_loadu_si256(a.as_ptr().add(c).cast());
+                let mut v = _mm256_loadu_si256(base.as_ptr().add(c).cast());
+                for j in 0..steps {
+                    let t = _mm256_loadu_si256(thr.as_ptr().add(j * width + c).cast());
+                    let d = _mm256_loadu_si256(inc.as_ptr().add(j * width + c).cast());
+                    let below = _mm256_cmpgt_epi32(t, x);
+                    v = _mm256_add_epi32(v, _mm256_andnot_si256(below, d));
+                }
+                // Levels fit i8, so the saturating packs are exact: bytes 0-3 of each lane.
+                let p = _mm256_packs_epi16(_mm256_packs_epi32(v, v), _mm256_packs_epi32(v, v));
+                let b =
+                    _mm_unpacklo_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256::<1>(p));
+                _mm_storel_epi64(o.as_mut_ptr().add(c).cast(), b);
+            }
+        }
+        for c in full..n {
+            let mut v = base[c];
+            for j in 0..steps {
+                v += inc[j * width + c] & -i32::from(a[c] >= thr[j * width + c]);
+            }
+            o[c] = v as i8;
+        }
+        o[n..].fill(0);
+    }
+}
