@@ -184,7 +184,8 @@ impl LevelThresholds {
         }
         let mut per: Vec<(i32, Vec<(i32, i32)>)> = Vec::with_capacity(n);
         for c in 0..n {
-            let (mut x, mut v) = (lo, i32::from(f(c, lo)));
+            let base = i32::from(f(c, lo));
+            let (mut x, mut v) = (lo, base);
             let top = i32::from(f(c, hi));
             let mut steps = Vec::new();
             let mut dir = 0i32;
@@ -214,7 +215,7 @@ impl LevelThresholds {
                 steps.push((b, nv - v));
                 (x, v) = (b, nv);
             }
-            per.push((i32::from(f(c, lo)), steps));
+            per.push((base, steps));
         }
         let steps = per.iter().map(|(_, s)| s.len()).max().unwrap_or(0);
         let width = n.div_ceil(16) * 16;
@@ -321,6 +322,29 @@ impl LevelThresholds {
 
     pub(crate) fn parts(&self) -> (usize, usize, &[i32], &[i32], &[i32]) {
         (self.steps, self.width, &self.base, &self.thr, &self.inc)
+    }
+
+    /// Asserts what the SIMD level epilogues read and write for `rows` rows of `n` channels
+    /// (accumulator row stride `n_pad`, output rows of `int8_stride(n)` bytes): the table
+    /// widths and lengths, and the buffers. Returns the output row stride.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn assert_rows(
+        &self,
+        acc: &[i32],
+        rows: usize,
+        (n, n_pad): (usize, usize),
+        out: &[i8],
+    ) -> usize {
+        let stride = crate::reference::int8_stride(n);
+        let (steps, width) = (self.steps, self.width);
+        assert!(n_pad >= n && width >= stride && self.n == n);
+        assert!(
+            self.base.len() >= width
+                && self.thr.len() >= steps * width
+                && self.inc.len() >= steps * width
+        );
+        assert!(rows == 0 || (acc.len() >= (rows - 1) * n_pad + n && out.len() >= rows * stride));
+        stride
     }
 
     /// The `i16` tables of the two-row path (empty when thresholds do not fit).
@@ -438,29 +462,28 @@ impl Output<'_> {
                 check_len(op, "out", out.len(), m * n)
             }
             Output::Packed { thresholds, out } => {
-                if thresholds.channels() != n {
-                    return Err(KernelError::Length {
-                        op,
-                        buffer: "thresholds",
-                        expected: n,
-                        got: thresholds.channels(),
-                    });
-                }
+                check_channels(op, thresholds.channels(), n)?;
                 check_len(op, "out", out.len(), m * n.div_ceil(64))
             }
             Output::Levels { thresholds, out } => {
-                if thresholds.channels() != n {
-                    return Err(KernelError::Length {
-                        op,
-                        buffer: "thresholds",
-                        expected: n,
-                        got: thresholds.channels(),
-                    });
-                }
+                check_channels(op, thresholds.channels(), n)?;
                 check_len(op, "out", out.len(), m * crate::reference::int8_stride(n))
             }
         }
     }
+}
+
+/// The error for per-channel thresholds of `got` channels given to an output of `n`.
+fn check_channels(op: &'static str, got: usize, n: usize) -> Result<()> {
+    if got == n {
+        return Ok(());
+    }
+    Err(KernelError::Length {
+        op,
+        buffer: "thresholds",
+        expected: n,
+        got,
+    })
 }
 
 /// Writes packed signs of one row: word `w` = `lt_mask ^ flip[w]`, pad bits zero.

@@ -215,10 +215,7 @@ pub(crate) unsafe fn level_rows(
     out: &mut [i8],
 ) {
     let (steps, width, base, thr, inc) = lt.parts();
-    let stride = crate::reference::int8_stride(n);
-    assert!(n_pad >= n && width >= n && lt.channels() == n);
-    assert!(base.len() >= width && thr.len() >= steps * width && inc.len() >= steps * width);
-    assert!(rows == 0 || (acc.len() >= (rows - 1) * n_pad + n && out.len() >= rows * stride));
+    let stride = lt.assert_rows(acc, rows, (n, n_pad), out);
     let full = n / 8 * 8;
     for r in 0..rows {
         let (a, o) = (

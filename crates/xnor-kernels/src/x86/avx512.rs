@@ -971,11 +971,8 @@ pub(crate) unsafe fn level_rows(
     lt: &crate::epilogue::LevelThresholds,
     out: &mut [i8],
 ) {
-    let (steps, width, base, thr, inc) = lt.parts();
-    let stride = crate::reference::int8_stride(n);
-    assert!(n_pad >= n && width >= stride && lt.channels() == n);
-    assert!(base.len() >= width && thr.len() >= steps * width && inc.len() >= steps * width);
-    assert!(rows == 0 || (acc.len() >= (rows - 1) * n_pad + n && out.len() >= rows * stride));
+    let steps = lt.steps();
+    let stride = lt.assert_rows(acc, rows, (n, n_pad), out);
     if !lt.pairs().is_empty() && steps <= 8 {
         // SAFETY: AVX-512 is available; the bounds are asserted above.
         unsafe {
