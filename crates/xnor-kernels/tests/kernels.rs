@@ -558,6 +558,14 @@ fn binary_conv_matches_naive_conv() {
     // Inputs as small as the kernel, and a single pixel with padding.
     check_binary_conv(1, 1, 1, 16, 8, 3, 1, 1, 99);
     check_binary_conv(1, 3, 3, 70, 8, 3, 2, 0, 98);
+    // Output rows 8 pixels wide (runs of 8 rows, which take 8 x 3 tiles): 3, 5, 8 and 9
+    // panels, strides 1 and 2.
+    for &cout in &[24, 40, 64, 72] {
+        for &(cin, h, stride) in &[(64, 8, 1), (130, 16, 2)] {
+            seed += 1;
+            check_binary_conv(2, h, h, cin, cout, 3, stride, 1, seed);
+        }
+    }
 }
 
 #[test]

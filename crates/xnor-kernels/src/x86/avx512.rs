@@ -139,6 +139,16 @@ unsafe fn binary_tile<const MR: usize, const NV: usize, const NS: usize, const S
     }
 }
 
+/// Panels per group for `runs`: 4 (`6 x 4` tiles), or 3 when every run is 8 rows long (the
+/// output rows of an 8-pixel-wide image), which `8 x 3` tiles cover with no tail.
+fn group_panels(runs: &[Run]) -> usize {
+    if !runs.is_empty() && runs.iter().all(|r| r.len == 8) {
+        3
+    } else {
+        4
+    }
+}
+
 /// Rows of a full binary tile with `nv` panels: 24 accumulators (of 32 zmm registers) for
 /// 2-4 panels, so that few panels (narrow layers) still get many independent chains and
 /// every weight load serves many rows.
@@ -189,8 +199,9 @@ pub(crate) unsafe fn binary_rows(
     let so = seg_offs.as_ptr();
     let kw = nseg * seg_len;
     let mut p = 0;
+    let gp = group_panels(runs);
     while p < npanels {
-        let nv = (npanels - p).min(4);
+        let nv = (npanels - p).min(gp);
         let mr_full = full_tile_rows(nv);
         for run in runs {
             let mut r = 0;
@@ -474,8 +485,9 @@ pub(crate) unsafe fn binary_rows_thr(
     let rows = thr.len().min(out.len()).min(32);
     assert!(runs.iter().all(|run| run.r0 + run.len <= rows));
     let mut p = 0;
+    let gp = group_panels(runs);
     while p < npanels {
-        let nv = (npanels - p).min(4);
+        let nv = (npanels - p).min(gp);
         let mr_full = full_tile_rows(nv);
         // Row pointers shifted to this panel group.
         let mut tp = [std::ptr::null::<i32>(); 32];
