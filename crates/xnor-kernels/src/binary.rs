@@ -350,16 +350,15 @@ pub(crate) fn binary_block_segments_avx512(
 /// of a run is read from `a[run.a_off + r * a_stride ..]` (plus the segment offsets) and is
 /// block row `run.r0 + r`, which compares its popcounts with `thr[run.r0 + r]` (popcount
 /// domain, see `conv.rs`) and writes its packed signs (`n_pad / 8` bytes) at
-/// `out[run.r0 + r]`.
+/// `out[(run.r0 + r) * out_stride ..]`.
 ///
 /// # Safety
-/// Every `thr[r]` must be valid for `w.n_pad()` `i32` reads and every `out[r]` for
-/// `w.n_pad() / 8` byte writes (and not alias other rows' bytes). `panels` replaces the
-/// weights' own panels when non-empty (the flipped copy of `FusedThresholds`; same length,
-/// asserted).
+/// Every `thr[r]` must be valid for `w.n_pad()` `i32` reads. `panels` replaces the weights'
+/// own panels when non-empty (the flipped copy of `FusedThresholds`; same length, asserted).
 ///
 /// # Panics
-/// When a segment would read past `a`, or `thr`/`out` miss a row of the runs (at most 32).
+/// When a segment would read past `a`, `thr` misses a row of the runs, `out_stride <
+/// n_pad / 8` or `out` is too short for the runs' rows.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn binary_block_thr_avx512(
@@ -371,12 +370,13 @@ pub(crate) unsafe fn binary_block_thr_avx512(
     runs: &[Run],
     w: &BinaryWeights,
     thr: &[*const i32],
-    out: &[*mut u8],
+    (out, out_stride): (&mut [u8], usize),
     panels: &[u64],
 ) {
     let n_pad = w.n_pad();
-    let rows = thr.len().min(out.len());
-    assert!(rows <= 32 && runs.iter().all(|r| r.r0 + r.len <= rows));
+    let rows = runs.iter().map(|r| r.r0 + r.len).max().unwrap_or(0);
+    assert!(rows <= thr.len() && out_stride >= n_pad / 8);
+    assert!(rows == 0 || (rows - 1) * out_stride + n_pad / 8 <= out.len());
     let panels = if panels.is_empty() {
         &w.panels[..]
     } else {
@@ -384,9 +384,9 @@ pub(crate) unsafe fn binary_block_thr_avx512(
         panels
     };
     check_runs(a, offs, (seg_len, a_stride, k_stride), runs, w);
-    // SAFETY: AVX-512 is available; activation reads are bounded by the asserts above, the
-    // panels hold n_pad / 8 panels of kw * 8 words, and the caller guarantees the threshold
-    // and output pointers.
+    // SAFETY: AVX-512 is available; activation reads and output writes are bounded by the
+    // asserts above, the panels hold n_pad / 8 panels of kw * 8 words, and the caller
+    // guarantees the threshold pointers.
     unsafe {
         crate::x86::avx512::binary_rows_thr(
             a.as_ptr(),
@@ -398,7 +398,7 @@ pub(crate) unsafe fn binary_block_thr_avx512(
             panels.as_ptr(),
             n_pad / 8,
             thr,
-            out,
+            (out.as_mut_ptr(), out_stride),
         )
     }
 }

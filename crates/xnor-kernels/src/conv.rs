@@ -45,10 +45,10 @@ use crate::epilogue::Thresholds;
 use crate::epilogue::{self, Output, ROW_BLOCK};
 use crate::error::{KernelError, Result, check_len, mul};
 use crate::int8::{
-    Int8Weights, Run, check_act_range, int8_block, int8_block_offset, uses_offset_activations,
+    Int8Weights, check_act_range, int8_block, int8_block_offset, uses_offset_activations,
 };
 #[cfg(target_arch = "x86_64")]
-use crate::int8::{int8_block_offset_segments, segments_fit};
+use crate::int8::{Run, int8_block_offset_segments, segments_fit};
 use crate::reference;
 #[cfg(target_arch = "x86_64")]
 use rayon::prelude::*;
@@ -136,10 +136,27 @@ impl Geom {
 // Row indices within a block are stored as `u8` and per-row pointer arrays hold 32 entries.
 const _: () = assert!(crate::ROW_BLOCK <= 32);
 
+/// Most output rows per block of the fused threshold path on one thread (whole output rows
+/// when they fit): few blocks, and runs of one output row seldom cut by a block's end (for
+/// ResNet-18's 1x1 stride-2 shortcut, 28-pixel output rows, 32-row blocks cost 10%).
+#[cfg(target_arch = "x86_64")]
+const FUSED_ROWS: usize = 128;
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(FUSED_ROWS >= ROW_BLOCK && FUSED_ROWS <= 256);
+
+/// Rows per block of the fused path on one thread for outputs `wo` pixels wide.
+#[cfg(target_arch = "x86_64")]
+fn fused_rows(wo: usize) -> usize {
+    if wo == 0 || wo > FUSED_ROWS {
+        FUSED_ROWS
+    } else {
+        FUSED_ROWS / wo * wo
+    }
+}
+
 thread_local! {
     static COLS64: Cell<Vec<u64>> = const { Cell::new(Vec::new()) };
     static COLS8: Cell<Vec<i8>> = const { Cell::new(Vec::new()) };
-    static ACC_BORDER: Cell<Vec<i32>> = const { Cell::new(Vec::new()) };
     static PADDED: Cell<Vec<u64>> = const { Cell::new(Vec::new()) };
     static DD_BUF: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
     /// The layout `(batch, h, w, padding, cin)` whose zero padding `DD_BUF` holds.
@@ -179,16 +196,6 @@ fn with_cols<T: Default + Clone, R>(
     let r = f(&mut buf[..len]);
     key.with(|c| c.set(buf));
     r
-}
-
-/// Interior runs and border pixels of a block of output rows (see
-/// `BinaryConv2d::block_runs`).
-struct BlockRuns {
-    runs: [Run; ROW_BLOCK],
-    nruns: usize,
-    border: [u8; ROW_BLOCK],
-    nborder: usize,
-    offs: [usize; 32],
 }
 
 /// Per-input-size tables of a [`BinaryConv2d`], built on the first call with a given `(h, w)`
@@ -649,128 +656,89 @@ impl BinaryConv2d {
         }
     }
 
-    /// Splits output rows `r0 .. r0 + rows` (at most [`ROW_BLOCK`]) of the per-tap layout into
-    /// interior runs, read in place (one per output row; segment `kr` of a run's first pixel
-    /// at `run.a_off + offs[kr]` words), and border pixels (block row indices), which go
-    /// through im2col.
+    /// Splits output rows `r0 .. r0 + rows` of the per-tap layout into runs read in place,
+    /// one per output row (segment `kr` of a run's first pixel at `run.a_off + offs[kr]`
+    /// words), and hands them to `f(offs, runs)` up to 32 runs at a time. `dims` is an
+    /// unpadded input (the pre-padded copy, or the input of an unpadded conv), so every output
+    /// pixel's window lies inside it.
+    #[cfg(target_arch = "x86_64")]
     fn block_runs(
         &self,
         (h, w, ho, wo): (usize, usize, usize, usize),
-        pad: usize,
         r0: usize,
         rows: usize,
-    ) -> BlockRuns {
-        let Geom { kh, kw, stride, .. } = self.geom;
+        mut f: impl FnMut(&[usize], &[Run]),
+    ) {
+        let Geom { kh, stride, .. } = self.geom;
         let cw = self.cw;
-        assert!(rows <= ROW_BLOCK && kh <= 32);
-        let interior_y = |oy: usize| oy * stride >= pad && oy * stride - pad + kh <= h;
-        let interior_x = |ox: usize| ox * stride >= pad && ox * stride - pad + kw <= w;
-        let mut br = BlockRuns {
-            runs: [Run::default(); ROW_BLOCK],
-            nruns: 0,
-            border: [0; ROW_BLOCK],
-            nborder: 0,
-            offs: [0; 32],
-        };
-        for (kr, o) in br.offs.iter_mut().enumerate().take(kh) {
+        assert!(kh <= 32);
+        let mut offs = [0; 32];
+        for (kr, o) in offs.iter_mut().enumerate().take(kh) {
             *o = kr * w * cw;
         }
+        let mut runs = [Run::default(); 32];
+        let mut n = 0;
         let mut pos = PixelIter::new(r0, ho, wo);
         let mut r = 0;
         while r < rows {
             let (b, oy, ox) = pos.peek();
-            if !(interior_y(oy) && interior_x(ox)) {
-                br.border[br.nborder] = r as u8;
-                br.nborder += 1;
-                pos.advance(1);
-                r += 1;
-                continue;
-            }
-            // Interior columns are one range ending at the last column whose window fits.
-            let last_x = ((w + pad - kw) / stride).min(wo - 1);
-            let len = (rows - r).min(last_x + 1 - ox);
-            let (iy0, ix0) = (oy * stride - pad, ox * stride - pad);
-            br.runs[br.nruns] = Run {
-                a_off: ((b * h + iy0) * w + ix0) * cw,
+            let len = (rows - r).min(wo - ox);
+            runs[n] = Run {
+                a_off: ((b * h + oy * stride) * w + ox * stride) * cw,
                 r0: r,
                 len,
             };
-            br.nruns += 1;
+            n += 1;
             pos.advance(len);
             r += len;
+            if n == runs.len() || r == rows {
+                f(&offs[..kh], &runs[..n]);
+                n = 0;
+            }
         }
-        br
     }
 
-    /// Computes rows `r0 .. r0 + rows` with the AVX-512 kernel reading interior pixels in
-    /// place: a run of consecutive output pixels of one output row whose receptive fields are
-    /// inside the image is one kernel call with one segment per kernel row (`kw * cw` words
-    /// each, consecutive pixels `stride * cw` words apart). Border pixels go through im2col.
-    /// `input` and `dims` may be a pre-padded copy (then `pad = 0`, no border pixels).
-    #[allow(clippy::too_many_arguments)]
+    /// Computes rows `r0 .. r0 + rows` with the AVX-512 kernel reading the input in place: a
+    /// run of consecutive output pixels of one output row is one segment list (one segment
+    /// per kernel row, `kw * cw` words each, consecutive pixels `stride * cw` words apart),
+    /// and all runs of the block are one kernel call. `input` and `dims` are the pre-padded
+    /// copy or the input of an unpadded conv.
+    #[cfg(target_arch = "x86_64")]
     fn direct_block(
         &self,
         input: &[u64],
         dims: (usize, usize, usize, usize),
-        pad: usize,
         r0: usize,
         rows: usize,
         acc: &mut [i32],
-        n_pad: usize,
     ) {
-        let kwords = self.weights.words_per_row();
-        let br = self.block_runs(dims, pad, r0, rows);
-        let (border, nborder) = (&br.border, br.nborder);
-        #[cfg(target_arch = "x86_64")]
-        if br.nruns > 0 {
-            let (g, cw) = (self.geom, self.cw);
+        let (g, cw) = (self.geom, self.cw);
+        self.block_runs(dims, r0, rows, |offs, runs| {
             crate::binary::binary_block_segments_avx512(
                 input,
-                &br.offs[..g.kh],
+                offs,
                 g.kw * cw,
                 g.stride * cw,
                 1,
-                &br.runs[..br.nruns],
+                runs,
                 &self.weights,
                 acc,
             );
-        }
-        if nborder > 0 {
-            with_cols(&COLS64, nborder * kwords, |cols| {
-                for (i, &br) in border[..nborder].iter().enumerate() {
-                    let br = usize::from(br);
-                    self.im2col(
-                        input,
-                        dims,
-                        r0 + br,
-                        1,
-                        &mut cols[i * kwords..(i + 1) * kwords],
-                    );
-                }
-                with_cols(&ACC_BORDER, nborder * n_pad, |tmp| {
-                    binary_block(Isa::Avx512, cols, nborder, &self.weights, tmp);
-                    for (i, &br) in border[..nborder].iter().enumerate() {
-                        let br = usize::from(br);
-                        acc[br * n_pad..(br + 1) * n_pad]
-                            .copy_from_slice(&tmp[i * n_pad..(i + 1) * n_pad]);
-                    }
-                });
-            });
-        }
+        });
     }
 
-    /// Fused-threshold block (AVX-512): computes output rows `r0 .. r0 + rows` and writes their
-    /// packed signs into `chunk` (`rows * ceil(cout / 64)` words). Interior runs of the
-    /// per-tap layout are read in place; other rows go through im2col; each row compares with
-    /// the thresholds of its border case (zero-padding correction folded in). `input` and
-    /// `dims` may be a pre-padded copy (then `pad = 0` and every pixel is interior).
+    /// Fused-threshold block (AVX-512): computes output rows `r0 .. r0 + rows` (at most
+    /// [`FUSED_ROWS`]) and writes their packed signs into `chunk` (`rows * ceil(cout / 64)`
+    /// words). The per-tap layout is read in place, one run per output row, from the
+    /// pre-padded copy or the unpadded input (`pad = 0`: every pixel is interior); the dense
+    /// layout goes through im2col. Each row compares with the thresholds of its border case
+    /// (zero-padding correction folded in).
     #[cfg(target_arch = "x86_64")]
     #[allow(clippy::too_many_arguments)]
     fn packed_block(
         &self,
         input: &[u64],
         dims: (usize, usize, usize, usize),
-        pad: usize,
         r0: usize,
         rows: usize,
         in_place: bool,
@@ -778,45 +746,43 @@ impl BinaryConv2d {
         chunk: &mut [u64],
     ) {
         let (_, _, ho, wo) = dims;
-        let Geom { kh, kw, stride, .. } = self.geom;
+        let Geom { kw, stride, .. } = self.geom;
         let (cw, kwords) = (self.cw, self.weights.words_per_row());
         let nw = self.cout.div_ceil(64);
-        assert!(rows <= crate::ROW_BLOCK && chunk.len() >= rows * nw);
+        assert!(rows <= FUSED_ROWS && chunk.len() >= rows * nw);
         chunk.fill(0);
-        let base = chunk.as_mut_ptr().cast::<u8>();
-        let mut thr = [std::ptr::null::<i32>(); crate::ROW_BLOCK];
-        let mut out = [std::ptr::null_mut::<u8>(); crate::ROW_BLOCK];
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(chunk);
+        let ostride = nw * 8;
+        let mut thr = [std::ptr::null::<i32>(); FUSED_ROWS];
         let mut pos = PixelIter::new(r0, ho, wo);
-        for r in 0..rows {
+        for t in &mut thr[..rows] {
             let (_, oy, ox) = pos.next();
-            thr[r] = fused.row_ptr(oy, ox);
-            // SAFETY: row r's words start at r * nw within the chunk (asserted above).
-            out[r] = unsafe { base.add(r * nw * 8) };
+            *t = fused.row_ptr(oy, ox);
         }
+        let panels = match &fused.panels {
+            Panels::Words(p) => &p[..],
+            _ => &[],
+        };
         let call = |a: &[u64],
                     offs: &[usize],
-                    (seg_len, a_stride, k_stride): (usize, usize, usize),
+                    geom: (usize, usize, usize),
                     runs: &[Run],
                     t: &[*const i32],
-                    o: &[*mut u8]| {
-            // SAFETY: the thresholds rows hold n_pad values, the output pointers address
-            // nw * 8 >= n_pad / 8 bytes of this chunk, and binary_block_thr_avx512 checks
-            // the activation bounds.
+                    o: &mut [u8]| {
+            // SAFETY: the threshold rows hold n_pad values; binary_block_thr_avx512 checks
+            // the activation and output bounds.
             unsafe {
                 crate::binary::binary_block_thr_avx512(
                     a,
                     offs,
-                    seg_len,
-                    a_stride,
-                    k_stride,
+                    geom.0,
+                    geom.1,
+                    geom.2,
                     runs,
                     &self.weights,
                     t,
-                    o,
-                    match &fused.panels {
-                        Panels::Words(p) => p,
-                        _ => &[],
-                    },
+                    (o, ostride),
+                    panels,
                 )
             }
         };
@@ -832,7 +798,7 @@ impl BinaryConv2d {
                 (kwords, kwords, 1),
                 &all,
                 &thr[..rows],
-                &out[..rows],
+                bytes,
             );
             return;
         }
@@ -840,57 +806,22 @@ impl BinaryConv2d {
             let stride_k = rows + 8;
             with_cols(&COLS64, kwords * stride_k, |cols| {
                 self.im2col_dense_avx512(input, dims, r0, rows, cols, stride_k);
-                let (t, o) = (&thr[..rows], &out[..rows]);
-                call(cols, &[0], (kwords, 1, stride_k), &all, t, o);
+                call(cols, &[0], (kwords, 1, stride_k), &all, &thr[..rows], bytes);
             });
             return;
         }
-        // Interior runs (of one output row each) read the input in place: one call for the
-        // block; border pixels through im2col.
-        let br = self.block_runs(dims, pad, r0, rows);
-        let (runs, nruns, border, nborder, offs) =
-            (&br.runs, br.nruns, &br.border, br.nborder, &br.offs);
-        if nruns > 0 {
+        // Runs of one output row each, read in place. The input is pre-padded or the conv
+        // unpadded, so every pixel is interior.
+        self.block_runs(dims, r0, rows, |offs, runs| {
             call(
                 input,
-                &offs[..kh],
+                offs,
                 (kw * cw, stride * cw, 1),
-                &runs[..nruns],
+                runs,
                 &thr[..rows],
-                &out[..rows],
+                bytes,
             );
-        }
-        if nborder > 0 {
-            let mut bt = [std::ptr::null::<i32>(); crate::ROW_BLOCK];
-            let mut bo = [std::ptr::null_mut::<u8>(); crate::ROW_BLOCK];
-            with_cols(&COLS64, nborder * kwords, |cols| {
-                for (i, &br) in border[..nborder].iter().enumerate() {
-                    let br = usize::from(br);
-                    self.im2col(
-                        input,
-                        dims,
-                        r0 + br,
-                        1,
-                        &mut cols[i * kwords..(i + 1) * kwords],
-                    );
-                    bt[i] = thr[br];
-                    bo[i] = out[br];
-                }
-                let all = [Run {
-                    a_off: 0,
-                    r0: 0,
-                    len: nborder,
-                }];
-                call(
-                    cols,
-                    &[0],
-                    (kwords, kwords, 1),
-                    &all,
-                    &bt[..nborder],
-                    &bo[..nborder],
-                );
-            });
-        }
+        });
     }
 
     /// Builds the pre-padded inputs of the direct dense kernel in `buf`: `batch` images of
@@ -1251,11 +1182,13 @@ impl BinaryConv2d {
             padded = PADDED.with(|c| c.take());
             self.pad_input(input, batch, h, w, &mut padded);
         }
-        let p = self.geom.pad;
-        let (src, sdims, spad) = if prepad {
-            (&padded[..], (h + 2 * p, w + 2 * p, ho, wo), 0)
+        // What the in-place paths read: the padded copy, or the input of an unpadded conv.
+        #[cfg(target_arch = "x86_64")]
+        let (src, sdims) = if prepad {
+            let p = self.geom.pad;
+            (&padded[..], (h + 2 * p, w + 2 * p, ho, wo))
         } else {
-            (input, dims, p)
+            (input, dims)
         };
         #[cfg(target_arch = "x86_64")]
         let out = match (isa, out) {
@@ -1263,11 +1196,15 @@ impl BinaryConv2d {
                 // Fused path: the kernel compares with the thresholds and writes packed bits.
                 let fused = self.cached_fused(thresholds, corr.as_deref(), h, w);
                 let nw = self.cout.div_ceil(64);
-                let rb = epilogue::row_block(m, parallel);
+                let rb = if parallel {
+                    epilogue::row_block(m, parallel)
+                } else {
+                    fused_rows(wo)
+                };
                 let body = |(bi, chunk): (usize, &mut [u64])| {
                     let r0 = bi * rb;
                     let rows = rb.min(m - r0);
-                    self.packed_block(src, sdims, spad, r0, rows, in_place, &fused, chunk);
+                    self.packed_block(src, sdims, r0, rows, in_place, &fused, chunk);
                 };
                 if m > 0 && nw > 0 {
                     if parallel {
@@ -1301,7 +1238,8 @@ impl BinaryConv2d {
                         acc,
                     );
                 } else if direct {
-                    self.direct_block(src, sdims, spad, r0, rows, acc, n_pad);
+                    #[cfg(target_arch = "x86_64")]
+                    self.direct_block(src, sdims, r0, rows, acc);
                 } else if cfg!(target_arch = "x86_64") && isa == Isa::Avx512 {
                     // Dense layout: vectorised word-major im2col.
                     #[cfg(target_arch = "x86_64")]

@@ -566,6 +566,11 @@ fn binary_conv_matches_naive_conv() {
             check_binary_conv(2, h, h, cin, cout, 3, stride, 1, seed);
         }
     }
+    // Outputs 1-2 pixels wide: blocks of many one-row runs (handed to the kernel 32 at a
+    // time), a block ending inside an image.
+    check_binary_conv(2, 40, 2, 65, 20, 3, 1, 1, 97);
+    check_binary_conv(2, 130, 1, 64, 9, 3, 1, 1, 96);
+    check_binary_conv(1, 77, 3, 64, 16, 3, 2, 0, 95);
 }
 
 #[test]

@@ -413,8 +413,8 @@ unsafe fn binary_tile_d_small<const MR: usize, const NV: usize>(
 /// output byte). No `K - 2 * pc`, no flip or valid masks.
 ///
 /// # Safety
-/// As [`binary_acc!`] for `a`, `seg_offs` and `w`; `thr[i]` valid for `NV * 8` `i32`,
-/// `out[i]` for `NV` bytes (`i < MR`).
+/// As [`binary_acc!`] for `a`, `seg_offs` and `w`; `thr[i] + toff` valid for `NV * 8` `i32`,
+/// `out + i * out_stride` for `NV` bytes (`i < MR`).
 #[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn binary_tile_thr<const MR: usize, const NV: usize, const NS: usize, const SL: usize>(
@@ -425,8 +425,8 @@ unsafe fn binary_tile_thr<const MR: usize, const NV: usize, const NS: usize, con
     a_stride: usize,
     k_stride: usize,
     w: *const u64,
-    thr: *const *const i32,
-    out: *const *mut u8,
+    (thr, toff): (*const *const i32, usize),
+    (out, out_stride): (*mut u8, usize),
 ) {
     // NS > 0: exactly NS segments of SL words, known at compile time (fully unrolled).
     let (nseg, seg_len) = if NS > 0 { (NS, SL) } else { (nseg, seg_len) };
@@ -436,7 +436,7 @@ unsafe fn binary_tile_thr<const MR: usize, const NV: usize, const NS: usize, con
         // SAFETY: thr and out hold MR row pointers; thresholds j*8..j*8+16 and out bytes
         // j, j+1 are in bounds for j < NV (caller's contract).
         unsafe {
-            let (t, o) = (thr.add(i).read(), out.add(i).read());
+            let (t, o) = (thr.add(i).read().add(toff), out.add(i * out_stride));
             // Two panels' counts narrowed into one vector, one compare per 16 channels.
             let mut j = 0;
             while j + 1 < NV {
@@ -457,14 +457,13 @@ unsafe fn binary_tile_thr<const MR: usize, const NV: usize, const NS: usize, con
 /// Binary block with the fused threshold epilogue on runs of rows: row `r` of a run (`r <
 /// run.len`) is read as in [`binary_rows`] from `a + run.a_off + r * a_stride` (words) and is
 /// block row `run.r0 + r`, whose popcount-domain thresholds are at `thr[run.r0 + r]`
-/// (`npanels * 8` values) and packed output bytes at `out[run.r0 + r]`. Panel groups are
-/// outermost, so every run of the block reuses a group's weights and the groups' shifted row
-/// pointers are built once per block.
+/// (`npanels * 8` values) and packed output bytes at `out + (run.r0 + r) * out_stride`.
+/// Panel groups are outermost, so every run of the block reuses a group's weights.
 ///
 /// # Safety
-/// As [`binary_rows`] for `a` (for every row of every run), `seg_offs`, `w`; `thr` and `out`
-/// hold a pointer for every block row of the runs, each valid for `npanels * 8` `i32` /
-/// `npanels` bytes.
+/// As [`binary_rows`] for `a` (for every row of every run), `seg_offs`, `w`; `thr` holds a
+/// pointer for every block row of the runs, valid for `npanels * 8` `i32`, and `out` is
+/// valid for `npanels` bytes at every block row's `out_stride` step.
 #[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn binary_rows_thr(
@@ -477,28 +476,17 @@ pub(crate) unsafe fn binary_rows_thr(
     w: *const u64,
     npanels: usize,
     thr: &[*const i32],
-    out: &[*mut u8],
+    (out, out_stride): (*mut u8, usize),
 ) {
     let nseg = seg_offs.len();
     let so = seg_offs.as_ptr();
     let kw = nseg * seg_len;
-    let rows = thr.len().min(out.len()).min(32);
-    assert!(runs.iter().all(|run| run.r0 + run.len <= rows));
+    assert!(runs.iter().all(|run| run.r0 + run.len <= thr.len()));
     let mut p = 0;
     let gp = group_panels(runs);
     while p < npanels {
         let nv = (npanels - p).min(gp);
         let mr_full = full_tile_rows(nv);
-        // Row pointers shifted to this panel group.
-        let mut tp = [std::ptr::null::<i32>(); 32];
-        let mut op = [std::ptr::null_mut::<u8>(); 32];
-        for r in 0..rows {
-            // SAFETY: panel p starts at channel 8p / byte p of every row (caller's contract).
-            unsafe {
-                tp[r] = thr[r].add(p * 8);
-                op[r] = out[r].add(p);
-            }
-        }
         for run in runs {
             let mut r = 0;
             while r < run.len {
@@ -525,8 +513,8 @@ pub(crate) unsafe fn binary_rows_thr(
                         a_stride,
                         k_stride,
                         wp,
-                        tp.as_ptr().add(run.r0 + r),
-                        op.as_ptr().add(run.r0 + r)
+                        (thr.as_ptr().add(run.r0 + r), p * 8),
+                        (out.add((run.r0 + r) * out_stride + p), out_stride)
                     );
                 }
                 r += mr;
