@@ -425,6 +425,23 @@ fn int8_chunk(isa: Isa, a: &[i8], rows: usize, w: &Int8Weights, acc: &mut [i32])
     }
     match isa {
         #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx2 if bitpack::isa::has_avx_vnni() => {
+            // SAFETY: AVX-VNNI is available (Avx512 implies the Avx2 set); bounds as for the
+            // VNNI arm.
+            unsafe {
+                crate::x86::avx2::int8_rows_vnni(
+                    a.as_ptr(),
+                    s,
+                    rows,
+                    rowsum.as_ptr(),
+                    w.panels.as_ptr(),
+                    n_pad / 16,
+                    acc.as_mut_ptr(),
+                    n_pad,
+                )
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
         Isa::Avx512 | Isa::Avx2 => {
             // SAFETY: Avx512 implies the Avx2 set; bounds as for the VNNI arm.
             unsafe {
@@ -508,4 +525,89 @@ pub fn int8_gemm_with(
         check_act_range(OP, a)?;
     }
     Ok(())
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// Both AVX2 int8 tiles (`vpmaddubsw` and, where the CPU has it, AVX-VNNI) against the
+    /// reference: the harness in `tests/` sees only the one the dispatcher picks.
+    #[test]
+    fn both_avx2_int8_tiles_match_the_reference() {
+        if !Isa::Avx2.is_available() {
+            return;
+        }
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let shapes: [(usize, usize, usize); 5] = [
+            (1, 1, 1),
+            (6, 16, 4),
+            (7, 17, 63),
+            (13, 33, 144),
+            (32, 48, 1000),
+        ];
+        for &(rows, n, k) in &shapes {
+            let s = k.div_ceil(4) * 4;
+            let mut wv = vec![0i8; n * s];
+            for (i, v) in wv.iter_mut().enumerate() {
+                // Extremes included: weights -128 / 127 against activations +-64.
+                *v = if i % s < k { next() as i8 } else { 0 };
+            }
+            let mut a = vec![0i8; rows * s];
+            for (i, v) in a.iter_mut().enumerate() {
+                *v = if i % s < k {
+                    [-64, 64, ((next() % 129) as i32 - 64) as i8][i % 3]
+                } else {
+                    0
+                };
+            }
+            let w = Int8Weights::new(&wv, n, k).unwrap();
+            let n_pad = w.n_pad();
+            let mut want = vec![0i32; rows * n_pad];
+            reference::int8_rows(&a, s, rows, &w.rows, n, &mut want, n_pad);
+            let rowsum: Vec<i32> = (0..rows)
+                .map(|r| a[r * s..(r + 1) * s].iter().map(|&v| i32::from(v)).sum())
+                .collect();
+            let mut tiles = vec![false];
+            if bitpack::isa::has_avx_vnni() {
+                tiles.push(true);
+            }
+            for vnni in tiles {
+                let mut got = vec![0i32; rows * n_pad];
+                let args = (a.as_ptr(), s, rows, rowsum.as_ptr(), w.panels.as_ptr());
+                // SAFETY: AVX2 (and AVX-VNNI for that tile) checked above; a holds rows rows
+                // of s bytes, the panels n_pad / 16 panels of s * 16 bytes, got rows of n_pad.
+                unsafe {
+                    let f = if vnni {
+                        crate::x86::avx2::int8_rows_vnni
+                    } else {
+                        crate::x86::avx2::int8_rows
+                    };
+                    f(
+                        args.0,
+                        args.1,
+                        args.2,
+                        args.3,
+                        args.4,
+                        n_pad / 16,
+                        got.as_mut_ptr(),
+                        n_pad,
+                    );
+                }
+                for r in 0..rows {
+                    assert_eq!(
+                        got[r * n_pad..r * n_pad + n],
+                        want[r * n_pad..r * n_pad + n],
+                        "rows {rows} n {n} k {k} vnni {vnni} row {r}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -197,6 +197,95 @@ pub(crate) unsafe fn int8_rows(
     }
 }
 
+/// Int8 micro-tile with AVX-VNNI (`vpdpbusd` on ymm, VEX-encoded): the same operands as
+/// [`int8_tile`] (offset weights `w + 128` as the unsigned bytes, signed activations, minus
+/// `128 * sum(a)` per row), one instruction per 4-product group instead of `vpmaddubsw` +
+/// `vpmaddwd` + add, and no `i16` intermediate. `MR` rows x `NV` panels of 16 channels.
+///
+/// # Safety
+/// As [`int8_tile`], and the CPU must have AVX-VNNI ([`bitpack::isa::has_avx_vnni`]).
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avxvnni")]
+unsafe fn int8_tile_vnni<const MR: usize, const NV: usize>(
+    a: *const i8,
+    s: usize,
+    rowsum: *const i32,
+    w: *const u8,
+    out: *mut i32,
+    out_stride: usize,
+) {
+    let pstride = s * 16;
+    let mut acc = [[[_mm256_setzero_si256(); 2]; NV]; MR];
+    let mut g = 0;
+    while g < s {
+        let mut wv = [[_mm256_setzero_si256(); 2]; NV];
+        for (j, v) in wv.iter_mut().enumerate() {
+            for (h, vh) in v.iter_mut().enumerate() {
+                // SAFETY: panel j group g/4, half h (32 bytes) is in bounds (caller's contract).
+                *vh = unsafe { _mm256_loadu_si256(w.add(j * pstride + g * 16 + h * 32).cast()) };
+            }
+        }
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            // SAFETY: bytes g..g+4 of row i are in bounds (s is a multiple of 4).
+            let av = _mm256_set1_epi32(unsafe { a.add(i * s + g).cast::<i32>().read_unaligned() });
+            for j in 0..NV {
+                for h in 0..2 {
+                    acc_i[j][h] = _mm256_dpbusd_avx_epi32(acc_i[j][h], wv[j][h], av);
+                }
+            }
+        }
+        g += 4;
+    }
+    for (i, acc_i) in acc.iter().enumerate() {
+        // SAFETY: rowsum holds MR values (caller's contract).
+        let corr = _mm256_set1_epi32(unsafe { rowsum.add(i).read() } << 7);
+        for (j, v) in acc_i.iter().enumerate() {
+            for (h, vh) in v.iter().enumerate() {
+                // SAFETY: out row i, columns j*16+h*8 .. +8 are in bounds (caller's contract).
+                unsafe {
+                    _mm256_storeu_si256(
+                        out.add(i * out_stride + j * 16 + h * 8).cast(),
+                        _mm256_sub_epi32(*vh, corr),
+                    )
+                };
+            }
+        }
+    }
+}
+
+/// [`int8_rows`] on the AVX-VNNI tile: tiles of up to 6 rows x 1 panel (12 accumulators, two
+/// weight halves and the broadcast in the 16 ymm registers).
+///
+/// # Safety
+/// As [`int8_rows`], and the CPU must have AVX-VNNI ([`bitpack::isa::has_avx_vnni`]).
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avxvnni")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn int8_rows_vnni(
+    a: *const i8,
+    s: usize,
+    rows: usize,
+    rowsum: *const i32,
+    w: *const u8,
+    npanels: usize,
+    acc: *mut i32,
+    acc_stride: usize,
+) {
+    for p in 0..npanels {
+        let mut r = 0;
+        while r < rows {
+            let mr = (rows - r).min(6);
+            // SAFETY: offsets stay inside the buffers described by the caller's contract.
+            unsafe {
+                let ap = a.add(r * s);
+                let rs = rowsum.add(r);
+                let wp = w.add(p * s * 16);
+                let op = acc.add(r * acc_stride + p * 16);
+                dispatch_tile!(int8_tile_vnni, mr, 1, ap, s, rs, wp, op, acc_stride);
+            }
+            r += mr;
+        }
+    }
+}
+
 /// Int8 levels of `rows` rows of accumulators (row stride `n_pad`, `n` channels) into rows of
 /// `int8_stride(n)` bytes: per 8 channels the base levels plus each step's increment where
 /// `acc >= t` (`!(t > acc)`: one compare, one and-not, one add per step), narrowed to 8 bytes;
