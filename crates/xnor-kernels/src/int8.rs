@@ -417,6 +417,12 @@ fn int8_chunk(isa: Isa, a: &[i8], rows: usize, w: &Int8Weights, acc: &mut [i32])
             // SAFETY: AVX-512 (BW) is available; the assert above bounds a and rowsum.
             unsafe { crate::x86::avx512::row_sums_i8(a.as_ptr(), s, rows, rowsum.as_mut_ptr()) }
         }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            // SAFETY: AVX2 is available; the assert above bounds a and rowsum; s is a multiple
+            // of 4 (Int8Weights).
+            unsafe { crate::x86::avx2::row_sums_i8(a.as_ptr(), s, rows, rowsum.as_mut_ptr()) }
+        }
         _ => {
             for (r, rs) in rowsum.iter_mut().enumerate().take(rows) {
                 *rs = a[r * s..(r + 1) * s].iter().map(|&v| i32::from(v)).sum();

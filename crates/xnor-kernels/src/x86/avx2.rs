@@ -286,6 +286,47 @@ pub(crate) unsafe fn int8_rows_vnni(
     }
 }
 
+/// Sums of `rows` rows of `s` signed bytes each (`s` a multiple of 4): `sum(a) =
+/// sum_u8(a ^ 0x80) - 128 * bytes`, with `vpsadbw` adding 8 unsigned bytes per 64-bit lane,
+/// 32 bytes per step; the row's last step loads only its remaining dwords (the others are
+/// zero and count as `0x80` after the XOR, so `bytes` is every step's 32).
+///
+/// # Safety
+/// The CPU must support [`bitpack::Isa::Avx2`]; `a` valid for `rows * s` bytes, `out` for
+/// `rows` values; `s` a multiple of 4.
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt")]
+pub(crate) unsafe fn row_sums_i8(a: *const i8, s: usize, rows: usize, out: *mut i32) {
+    let bias = _mm256_set1_epi8(-128);
+    let zero = _mm256_setzero_si256();
+    let steps = s.div_ceil(32);
+    let tail = (s + 32 - steps * 32) / 4;
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let tmask = _mm256_cmpgt_epi32(_mm256_set1_epi32(tail as i32), lanes);
+    for r in 0..rows {
+        let row = a.wrapping_add(r * s);
+        let mut acc = zero;
+        for st in 0..steps {
+            let p = row.wrapping_add(st * 32);
+            // SAFETY: full steps lie inside row r; the last one loads only its `tail` dwords.
+            let v = unsafe {
+                if st + 1 < steps {
+                    _mm256_loadu_si256(p.cast())
+                } else {
+                    _mm256_maskload_epi32(p.cast(), tmask)
+                }
+            };
+            acc = _mm256_add_epi64(acc, _mm256_sad_epu8(_mm256_xor_si256(v, bias), zero));
+        }
+        let h = _mm_add_epi64(
+            _mm256_castsi256_si128(acc),
+            _mm256_extracti128_si256::<1>(acc),
+        );
+        let total = _mm_cvtsi128_si64(h) + _mm_extract_epi64::<1>(h) - 128 * 32 * steps as i64;
+        // SAFETY: out holds rows values.
+        unsafe { out.add(r).write(total as i32) };
+    }
+}
+
 /// Int8 levels of `rows` rows of accumulators (row stride `n_pad`, `n` channels) into rows of
 /// `int8_stride(n)` bytes: per 8 channels the base levels plus each step's increment where
 /// `acc >= t` (`!(t > acc)`: one compare, one and-not, one add per step), narrowed to 8 bytes;
