@@ -334,7 +334,8 @@ fn binary_gemm_very_long_rows() {
     // K past 512k bits: the NEON kernel folds its u16 lane counts into u32 every 4000
     // 128-bit steps (8000 words), so rows of 9000+ words cross that point; every other kernel
     // sees an unusually long row too. Random rows, and rows that differ in every bit (each
-    // step then adds the maximum, 16, to every NEON lane: 4096 unfolded steps would wrap).
+    // step then adds the maximum, 16, to every NEON lane: 4096 unfolded steps would wrap; the
+    // AVX2 kernel's byte counts, 8 per word, would wrap after 32 words).
     check_binary_gemm(5, 6, 600_001, 99);
     let (m, n, k) = (3usize, 2usize, 600_001usize);
     let kw = k.div_ceil(64);

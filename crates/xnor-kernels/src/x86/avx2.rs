@@ -4,8 +4,9 @@
 //! channel, handled as two 256-bit halves; int8: 16 channels x 4 bytes per group).
 //!
 //! # Binary popcount
-//! `popcnt8(x) = lut[x & 15] + lut[x >> 4]` with `vpshufb`, then `vpsadbw` against zero sums
-//! the 8 bytes of each 64-bit lane, which is exactly one channel's count.
+//! `popcnt8(x) = lut[x & 15] + lut[x >> 4]` with `vpshufb`; the byte counts of up to 31 words
+//! add up in bytes, then `vpsadbw` against zero sums the 8 bytes of each 64-bit lane, which is
+//! exactly one channel's count.
 //!
 //! # Int8 saturation bound
 //! `vpmaddubsw` adds two `u8 x i8` products into a *saturating* `i16`. Weights are offset to
@@ -38,29 +39,46 @@ unsafe fn binary_tile<const MR: usize, const NV: usize>(
     let low = _mm256_set1_epi8(0x0f);
     let zero = _mm256_setzero_si256();
     let mut acc = [[[_mm256_setzero_si256(); 2]; NV]; MR];
-    for kk in 0..kw {
-        let mut wv = [[_mm256_setzero_si256(); 2]; NV];
-        for (j, v) in wv.iter_mut().enumerate() {
-            for (h, vh) in v.iter_mut().enumerate() {
-                // SAFETY: panel j word kk lanes 4h..4h+4 are in bounds (caller's contract).
-                *vh = unsafe { _mm256_loadu_si256(w.add(j * pstride + kk * 8 + h * 4).cast()) };
+    // Byte counts add up over at most 31 words (8 per byte and word, 248 <= 255) before one
+    // vpsadbw folds them into the 64-bit lanes.
+    let mut k0 = 0;
+    while k0 < kw {
+        let k1 = kw.min(k0 + 31);
+        let mut bytes = [[[_mm256_setzero_si256(); 2]; NV]; MR];
+        for kk in k0..k1 {
+            let mut wv = [[_mm256_setzero_si256(); 2]; NV];
+            for (j, v) in wv.iter_mut().enumerate() {
+                for (h, vh) in v.iter_mut().enumerate() {
+                    // SAFETY: panel j word kk lanes 4h..4h+4 are in bounds (caller's contract).
+                    *vh = unsafe { _mm256_loadu_si256(w.add(j * pstride + kk * 8 + h * 4).cast()) };
+                }
             }
-        }
-        for (i, acc_i) in acc.iter_mut().enumerate() {
-            // SAFETY: row i word kk is in bounds (caller's contract).
-            let av =
-                _mm256_set1_epi64x(unsafe { a.add(i * a_stride + kk).read_unaligned() } as i64);
-            for j in 0..NV {
-                for h in 0..2 {
-                    let x = _mm256_xor_si256(av, wv[j][h]);
-                    let lo = _mm256_and_si256(x, low);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), low);
-                    let c8 =
-                        _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
-                    acc_i[j][h] = _mm256_add_epi64(acc_i[j][h], _mm256_sad_epu8(c8, zero));
+            for (i, b_i) in bytes.iter_mut().enumerate() {
+                // SAFETY: row i word kk is in bounds (caller's contract).
+                let av =
+                    _mm256_set1_epi64x(unsafe { a.add(i * a_stride + kk).read_unaligned() } as i64);
+                for j in 0..NV {
+                    for h in 0..2 {
+                        let x = _mm256_xor_si256(av, wv[j][h]);
+                        let lo = _mm256_and_si256(x, low);
+                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), low);
+                        let c8 = _mm256_add_epi8(
+                            _mm256_shuffle_epi8(lut, lo),
+                            _mm256_shuffle_epi8(lut, hi),
+                        );
+                        b_i[j][h] = _mm256_add_epi8(b_i[j][h], c8);
+                    }
                 }
             }
         }
+        for (acc_i, b_i) in acc.iter_mut().zip(&bytes) {
+            for j in 0..NV {
+                for h in 0..2 {
+                    acc_i[j][h] = _mm256_add_epi64(acc_i[j][h], _mm256_sad_epu8(b_i[j][h], zero));
+                }
+            }
+        }
+        k0 = k1;
     }
     let kv = _mm_set1_epi32(k);
     let idx = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
