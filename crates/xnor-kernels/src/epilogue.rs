@@ -521,6 +521,11 @@ fn threshold_rows(
                 crate::x86::avx512::threshold_rows(acc, rows, n, n_pad, &th.thr, &th.flip, out)
             }
         }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            // SAFETY: as for the AVX-512 arm.
+            unsafe { crate::x86::avx2::threshold_rows(acc, rows, n, n_pad, &th.thr, &th.flip, out) }
+        }
         _ => {
             for r in 0..rows {
                 threshold_row(

@@ -304,6 +304,64 @@ pub(crate) unsafe fn int8_rows_vnni(
     }
 }
 
+/// Packed signs of `rows` rows of accumulators (row stride `n_pad`, `n` channels): word `w`
+/// of a row is `(acc < thr) ^ flip[w]` over its 64 channels, 8 compares per `vpcmpgtd` and
+/// their sign bits by `vmovmskps`; the last group of 8 loads only its valid lanes (the others
+/// compare `0 < 0`, false), pad bits zero.
+///
+/// # Safety
+/// The CPU must support [`bitpack::Isa::Avx2`]. The slice bounds used are asserted.
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt")]
+pub(crate) unsafe fn threshold_rows(
+    acc: &[i32],
+    rows: usize,
+    n: usize,
+    n_pad: usize,
+    thr: &[i32],
+    flip: &[u64],
+    out: &mut [u64],
+) {
+    let nw = n.div_ceil(64);
+    assert!(n_pad >= n && thr.len() >= n && flip.len() >= nw);
+    assert!(rows == 0 || (acc.len() >= (rows - 1) * n_pad + n && out.len() >= rows * nw));
+    let (ap, tp, op) = (acc.as_ptr(), thr.as_ptr(), out.as_mut_ptr());
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    // Lanes of the last, partial group of 8 (all 8 when n is a multiple of 8).
+    let last = n.div_ceil(8).saturating_sub(1) * 8;
+    let tmask = _mm256_cmpgt_epi32(_mm256_set1_epi32((n - last) as i32), lanes);
+    for r in 0..rows {
+        // SAFETY: row r holds n values at r * n_pad (asserted); out row r holds nw words.
+        let (a_row, o_row) = unsafe { (ap.add(r * n_pad), op.add(r * nw)) };
+        for (wi, &f) in flip.iter().enumerate().take(nw) {
+            let mut bits = 0u64;
+            let mut i = wi * 64;
+            while i < n.min(wi * 64 + 64) {
+                // SAFETY: lanes i .. i + 8 <= n of the row and of thr, or the masked last
+                // group, which touches only lanes below n.
+                let lt = unsafe {
+                    let (x, t) = if i == last {
+                        (
+                            _mm256_maskload_epi32(a_row.add(i), tmask),
+                            _mm256_maskload_epi32(tp.add(i), tmask),
+                        )
+                    } else {
+                        (
+                            _mm256_loadu_si256(a_row.add(i).cast()),
+                            _mm256_loadu_si256(tp.add(i).cast()),
+                        )
+                    };
+                    _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(t, x)))
+                };
+                bits |= u64::from(lt as u8) << (i - wi * 64);
+                i += 8;
+            }
+            let valid = crate::epilogue::valid_mask(n, wi);
+            // SAFETY: word wi < nw of out row r.
+            unsafe { o_row.add(wi).write((bits ^ f) & valid) };
+        }
+    }
+}
+
 /// Sums of `rows` rows of `s` signed bytes each (`s` a multiple of 4): `sum(a) =
 /// sum_u8(a ^ 0x80) - 128 * bytes`, with `vpsadbw` adding 8 unsigned bytes per 64-bit lane,
 /// 32 bytes per step; the row's last step loads only its remaining dwords (the others are
