@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use xnor_kernels::{
-    BinaryConv2d, Conv2dConfig, Direction, Int8Conv2d, LevelThresholds, Output, PadMode,
+    BinaryConv2d, Conv2dConfig, Direction, Int8Conv2d, Isa, LevelThresholds, Output, PadMode,
     Thresholds, binary_gemm_with, int8_gemm_with, reference,
 };
 
@@ -317,9 +317,15 @@ pub(crate) fn run(args: Args) -> Result<()> {
 fn bench(args: &Args) -> Result<()> {
     let isa = xnor_kernels::selected_isa()?;
     let threads = args.threads.max(1);
+    // Which int8 kernel the dispatcher picks at this ISA level.
+    let int8 = match isa {
+        Isa::Avx512 if xnor_kernels::has_avx512_vnni() => "AVX-512 VNNI",
+        Isa::Avx512 | Isa::Avx2 if xnor_kernels::has_avx_vnni() => "AVX-VNNI (ymm)",
+        Isa::Avx512 | Isa::Avx2 => "vpmaddubsw",
+        _ => "portable",
+    };
     println!(
-        "bench-kernels: ISA {isa} (int8 VNNI: {}), threads {threads}, int8 layers write {:?} levels, load average {}",
-        xnor_kernels::has_avx512_vnni(),
+        "bench-kernels: ISA {isa} (int8 kernel: {int8}), threads {threads}, int8 layers write {:?} levels, load average {}",
         args.levels,
         load_average()
     );

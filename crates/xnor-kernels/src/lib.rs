@@ -92,7 +92,7 @@ pub mod reference;
 mod x86;
 
 pub use binary::{BinaryWeights, binary_gemm, binary_gemm_with};
-pub use bitpack::isa::{Isa, has_avx512_vnni, selected_isa};
+pub use bitpack::isa::{Isa, has_avx_vnni, has_avx512_vnni, selected_isa};
 pub use conv::{BinaryConv2d, Conv2dConfig, Int8Conv2d, PadMode};
 pub use epilogue::{Direction, LevelThresholds, Output, ROW_BLOCK, Thresholds};
 pub use error::{KernelError, Result};
