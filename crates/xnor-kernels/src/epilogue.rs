@@ -500,6 +500,26 @@ pub(crate) fn threshold_row(acc: &[i32], thr: &[i32], flip: &[u64], out: &mut [u
     }
 }
 
+/// The bounds the SIMD threshold epilogues rely on: `rows` rows of `n` accumulators at
+/// stride `n_pad >= n`, `n` thresholds, the flip words and `ceil(n / 64)` output words per
+/// row. Returns the output words per row.
+///
+/// # Panics
+/// When a buffer is too short.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn assert_threshold_rows(
+    acc: &[i32],
+    rows: usize,
+    (n, n_pad): (usize, usize),
+    (thr, flip): (&[i32], &[u64]),
+    out: &[u64],
+) -> usize {
+    let nw = n.div_ceil(64);
+    assert!(n_pad >= n && thr.len() >= n && flip.len() >= nw);
+    assert!(rows == 0 || (acc.len() >= (rows - 1) * n_pad + n && out.len() >= rows * nw));
+    nw
+}
+
 /// Packed signs of `rows` rows of accumulators (row stride `n_pad`, `n` channels) into
 /// `out` (`ceil(n / 64)` words per row), with the SIMD compare of the (available) ISA.
 fn threshold_rows(

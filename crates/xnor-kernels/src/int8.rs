@@ -431,27 +431,17 @@ fn int8_chunk(isa: Isa, a: &[i8], rows: usize, w: &Int8Weights, acc: &mut [i32])
     }
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Avx2 if bitpack::isa::has_avx_vnni() => {
-            // SAFETY: AVX-VNNI is available (Avx512 implies the Avx2 set); bounds as for the
-            // VNNI arm.
-            unsafe {
-                crate::x86::avx2::int8_rows_vnni(
-                    a.as_ptr(),
-                    s,
-                    rows,
-                    rowsum.as_ptr(),
-                    w.panels.as_ptr(),
-                    n_pad / 16,
-                    acc.as_mut_ptr(),
-                    n_pad,
-                )
-            }
-        }
-        #[cfg(target_arch = "x86_64")]
         Isa::Avx512 | Isa::Avx2 => {
-            // SAFETY: Avx512 implies the Avx2 set; bounds as for the VNNI arm.
+            // AVX-VNNI where the CPU has it, else vpmaddubsw: the same operands.
+            let rows_fn = if bitpack::isa::has_avx_vnni() {
+                crate::x86::avx2::int8_rows_vnni
+            } else {
+                crate::x86::avx2::int8_rows
+            };
+            // SAFETY: Avx512 implies the Avx2 set, and AVX-VNNI was checked for its kernel;
+            // bounds as for the VNNI arm.
             unsafe {
-                crate::x86::avx2::int8_rows(
+                rows_fn(
                     a.as_ptr(),
                     s,
                     rows,

@@ -127,182 +127,146 @@ pub(crate) unsafe fn binary_rows(
     }
 }
 
-/// Int8 micro-tile with `vpmaddubsw` + `vpmaddwd`: `MR` rows x `NV` panels of 16 channels.
-///
-/// # Safety
-/// The CPU must support [`bitpack::Isa::Avx2`]; pointers as for the AVX-512 int8 tile;
-/// activations in `[-64, 64]` (else the result may be wrong, never unsafe).
-#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt")]
-unsafe fn int8_tile<const MR: usize, const NV: usize>(
-    a: *const i8,
-    s: usize,
-    rowsum: *const i32,
-    w: *const u8,
-    out: *mut i32,
-    out_stride: usize,
-) {
-    let pstride = s * 16;
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [[[_mm256_setzero_si256(); 2]; NV]; MR];
-    let mut g = 0;
-    while g < s {
-        let mut wv = [[_mm256_setzero_si256(); 2]; NV];
-        for (j, v) in wv.iter_mut().enumerate() {
-            for (h, vh) in v.iter_mut().enumerate() {
-                // SAFETY: panel j group g/4, half h (32 bytes) is in bounds (caller's contract).
-                *vh = unsafe { _mm256_loadu_si256(w.add(j * pstride + g * 16 + h * 32).cast()) };
-            }
-        }
-        for (i, acc_i) in acc.iter_mut().enumerate() {
-            // SAFETY: bytes g..g+4 of row i are in bounds (s is a multiple of 4).
-            let av = _mm256_set1_epi32(unsafe { a.add(i * s + g).cast::<i32>().read_unaligned() });
-            for j in 0..NV {
-                for h in 0..2 {
-                    let p16 = _mm256_maddubs_epi16(wv[j][h], av);
-                    acc_i[j][h] = _mm256_add_epi32(acc_i[j][h], _mm256_madd_epi16(p16, ones));
+/// The AVX2 int8 micro-tiles and their row drivers: `MR` rows x `NV` panels of 16 channels,
+/// offset weights `wu = w + 128` (unsigned bytes) against signed activations,
+/// `$madd(acc, wu, a)` adding each 32-bit lane's 4-product group to its accumulator, minus
+/// `128 * sum(a)` per row at the end.
+/// One body for both instruction sets, which need separate functions: a function compiled
+/// with AVX-VNNI must not run on a CPU without it.
+macro_rules! int8_tile_avx2 {
+    (
+        $(#[$doc:meta])* $name:ident,
+        $(#[$rdoc:meta])* $rows:ident (up to $mr_max:literal rows),
+        $features:literal,
+        |$acc:ident, $wu:ident, $a:ident| $madd:expr
+    ) => {
+        $(#[$rdoc])*
+        #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) unsafe fn $rows(
+            a: *const i8,
+            s: usize,
+            rows: usize,
+            rowsum: *const i32,
+            w: *const u8,
+            npanels: usize,
+            acc: *mut i32,
+            acc_stride: usize,
+        ) {
+            for p in 0..npanels {
+                let mut r = 0;
+                while r < rows {
+                    let mr = (rows - r).min($mr_max);
+                    // SAFETY: offsets stay inside the buffers described by the caller's
+                    // contract.
+                    unsafe {
+                        let ap = a.add(r * s);
+                        let rs = rowsum.add(r);
+                        let wp = w.add(p * s * 16);
+                        let op = acc.add(r * acc_stride + p * 16);
+                        dispatch_tile!($name, mr, 1, ap, s, rs, wp, op, acc_stride);
+                    }
+                    r += mr;
                 }
             }
         }
-        g += 4;
-    }
-    for (i, acc_i) in acc.iter().enumerate() {
-        // SAFETY: rowsum holds MR values (caller's contract).
-        let corr = _mm256_set1_epi32(unsafe { rowsum.add(i).read() } << 7);
-        for (j, v) in acc_i.iter().enumerate() {
-            for (h, vh) in v.iter().enumerate() {
-                // SAFETY: out row i, columns j*16+h*8 .. +8 are in bounds (caller's contract).
-                unsafe {
-                    _mm256_storeu_si256(
-                        out.add(i * out_stride + j * 16 + h * 8).cast(),
-                        _mm256_sub_epi32(*vh, corr),
-                    )
-                };
-            }
-        }
-    }
-}
 
-/// Int8 block (see the AVX-512 `int8_rows`).
-///
-/// # Safety
-/// The CPU must support [`bitpack::Isa::Avx2`]; buffers as for the AVX-512 `int8_rows`.
-#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt")]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn int8_rows(
-    a: *const i8,
-    s: usize,
-    rows: usize,
-    rowsum: *const i32,
-    w: *const u8,
-    npanels: usize,
-    acc: *mut i32,
-    acc_stride: usize,
-) {
-    for p in 0..npanels {
-        let mut r = 0;
-        while r < rows {
-            let mr = (rows - r).min(3);
-            // SAFETY: offsets stay inside the buffers described by the caller's contract.
-            unsafe {
-                let ap = a.add(r * s);
-                let rs = rowsum.add(r);
-                let wp = w.add(p * s * 16);
-                let op = acc.add(r * acc_stride + p * 16);
-                dispatch_tile!(int8_tile, mr, 1, ap, s, rs, wp, op, acc_stride);
+        $(#[$doc])*
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const MR: usize, const NV: usize>(
+            a: *const i8,
+            s: usize,
+            rowsum: *const i32,
+            w: *const u8,
+            out: *mut i32,
+            out_stride: usize,
+        ) {
+            let pstride = s * 16;
+            let mut acc = [[[_mm256_setzero_si256(); 2]; NV]; MR];
+            let mut g = 0;
+            while g < s {
+                let mut wv = [[_mm256_setzero_si256(); 2]; NV];
+                for (j, v) in wv.iter_mut().enumerate() {
+                    for (h, vh) in v.iter_mut().enumerate() {
+                        // SAFETY: panel j group g/4, half h (32 bytes) is in bounds (caller's
+                        // contract).
+                        *vh = unsafe {
+                            _mm256_loadu_si256(w.add(j * pstride + g * 16 + h * 32).cast())
+                        };
+                    }
+                }
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    // SAFETY: bytes g..g+4 of row i are in bounds (s is a multiple of 4).
+                    let av = _mm256_set1_epi32(unsafe {
+                        a.add(i * s + g).cast::<i32>().read_unaligned()
+                    });
+                    for j in 0..NV {
+                        for h in 0..2 {
+                            let ($acc, $wu, $a) = (acc_i[j][h], wv[j][h], av);
+                            acc_i[j][h] = $madd;
+                        }
+                    }
+                }
+                g += 4;
             }
-            r += mr;
-        }
-    }
-}
-
-/// Int8 micro-tile with AVX-VNNI (`vpdpbusd` on ymm, VEX-encoded): the same operands as
-/// [`int8_tile`] (offset weights `w + 128` as the unsigned bytes, signed activations, minus
-/// `128 * sum(a)` per row), one instruction per 4-product group instead of `vpmaddubsw` +
-/// `vpmaddwd` + add, and no `i16` intermediate. `MR` rows x `NV` panels of 16 channels.
-///
-/// # Safety
-/// As [`int8_tile`], and the CPU must have AVX-VNNI ([`bitpack::isa::has_avx_vnni`]).
-#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avxvnni")]
-unsafe fn int8_tile_vnni<const MR: usize, const NV: usize>(
-    a: *const i8,
-    s: usize,
-    rowsum: *const i32,
-    w: *const u8,
-    out: *mut i32,
-    out_stride: usize,
-) {
-    let pstride = s * 16;
-    let mut acc = [[[_mm256_setzero_si256(); 2]; NV]; MR];
-    let mut g = 0;
-    while g < s {
-        let mut wv = [[_mm256_setzero_si256(); 2]; NV];
-        for (j, v) in wv.iter_mut().enumerate() {
-            for (h, vh) in v.iter_mut().enumerate() {
-                // SAFETY: panel j group g/4, half h (32 bytes) is in bounds (caller's contract).
-                *vh = unsafe { _mm256_loadu_si256(w.add(j * pstride + g * 16 + h * 32).cast()) };
-            }
-        }
-        for (i, acc_i) in acc.iter_mut().enumerate() {
-            // SAFETY: bytes g..g+4 of row i are in bounds (s is a multiple of 4).
-            let av = _mm256_set1_epi32(unsafe { a.add(i * s + g).cast::<i32>().read_unaligned() });
-            for j in 0..NV {
-                for h in 0..2 {
-                    acc_i[j][h] = _mm256_dpbusd_avx_epi32(acc_i[j][h], wv[j][h], av);
+            for (i, acc_i) in acc.iter().enumerate() {
+                // SAFETY: rowsum holds MR values (caller's contract).
+                let corr = _mm256_set1_epi32(unsafe { rowsum.add(i).read() } << 7);
+                for (j, v) in acc_i.iter().enumerate() {
+                    for (h, vh) in v.iter().enumerate() {
+                        // SAFETY: out row i, columns j*16+h*8 .. +8 are in bounds (caller's
+                        // contract).
+                        unsafe {
+                            _mm256_storeu_si256(
+                                out.add(i * out_stride + j * 16 + h * 8).cast(),
+                                _mm256_sub_epi32(*vh, corr),
+                            )
+                        };
+                    }
                 }
             }
         }
-        g += 4;
-    }
-    for (i, acc_i) in acc.iter().enumerate() {
-        // SAFETY: rowsum holds MR values (caller's contract).
-        let corr = _mm256_set1_epi32(unsafe { rowsum.add(i).read() } << 7);
-        for (j, v) in acc_i.iter().enumerate() {
-            for (h, vh) in v.iter().enumerate() {
-                // SAFETY: out row i, columns j*16+h*8 .. +8 are in bounds (caller's contract).
-                unsafe {
-                    _mm256_storeu_si256(
-                        out.add(i * out_stride + j * 16 + h * 8).cast(),
-                        _mm256_sub_epi32(*vh, corr),
-                    )
-                };
-            }
-        }
-    }
+    };
 }
 
-/// [`int8_rows`] on the AVX-VNNI tile: tiles of up to 6 rows x 1 panel (12 accumulators, two
-/// weight halves and the broadcast in the 16 ymm registers).
-///
-/// # Safety
-/// As [`int8_rows`], and the CPU must have AVX-VNNI ([`bitpack::isa::has_avx_vnni`]).
-#[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,avxvnni")]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn int8_rows_vnni(
-    a: *const i8,
-    s: usize,
-    rows: usize,
-    rowsum: *const i32,
-    w: *const u8,
-    npanels: usize,
-    acc: *mut i32,
-    acc_stride: usize,
-) {
-    for p in 0..npanels {
-        let mut r = 0;
-        while r < rows {
-            let mr = (rows - r).min(6);
-            // SAFETY: offsets stay inside the buffers described by the caller's contract.
-            unsafe {
-                let ap = a.add(r * s);
-                let rs = rowsum.add(r);
-                let wp = w.add(p * s * 16);
-                let op = acc.add(r * acc_stride + p * 16);
-                dispatch_tile!(int8_tile_vnni, mr, 1, ap, s, rs, wp, op, acc_stride);
-            }
-            r += mr;
-        }
-    }
-}
+int8_tile_avx2!(
+    /// Int8 micro-tile with `vpmaddubsw` + `vpmaddwd` (pairs of products in a saturating
+    /// `i16`, then widened against ones and added).
+    ///
+    /// # Safety
+    /// The CPU must support [`bitpack::Isa::Avx2`]; pointers as for the AVX-512 int8 tile;
+    /// activations in `[-64, 64]` (else the result may be wrong, never unsafe).
+    int8_tile,
+    /// Int8 block on [`int8_tile`] (see the AVX-512 `int8_rows`): tiles of up to 3 rows x 1
+    /// panel.
+    ///
+    /// # Safety
+    /// The CPU must support [`bitpack::Isa::Avx2`]; buffers as for the AVX-512 `int8_rows`.
+    int8_rows (up to 3 rows),
+    "avx2,fma,bmi1,bmi2,popcnt",
+    |acc, wu, a| _mm256_add_epi32(
+        acc,
+        _mm256_madd_epi16(_mm256_maddubs_epi16(wu, a), _mm256_set1_epi16(1))
+    )
+);
+
+int8_tile_avx2!(
+    /// Int8 micro-tile with AVX-VNNI (`vpdpbusd` on ymm, VEX-encoded): one instruction per
+    /// 4-product group instead of `vpmaddubsw` + `vpmaddwd` + add, and no `i16`
+    /// intermediate.
+    ///
+    /// # Safety
+    /// As [`int8_tile`], and the CPU must have AVX-VNNI ([`bitpack::isa::has_avx_vnni`]).
+    int8_tile_vnni,
+    /// [`int8_rows`] on the AVX-VNNI tile: tiles of up to 6 rows x 1 panel (12
+    /// accumulators, two weight halves and the broadcast in the 16 ymm registers).
+    ///
+    /// # Safety
+    /// As [`int8_rows`], and the CPU must have AVX-VNNI ([`bitpack::isa::has_avx_vnni`]).
+    int8_rows_vnni (up to 6 rows),
+    "avx2,fma,bmi1,bmi2,popcnt,avxvnni",
+    |acc, wu, a| _mm256_dpbusd_avx_epi32(acc, wu, a)
+);
 
 /// Packed signs of `rows` rows of accumulators (row stride `n_pad`, `n` channels): word `w`
 /// of a row is `(acc < thr) ^ flip[w]` over its 64 channels, 8 compares per `vpcmpgtd` and
@@ -321,9 +285,7 @@ pub(crate) unsafe fn threshold_rows(
     flip: &[u64],
     out: &mut [u64],
 ) {
-    let nw = n.div_ceil(64);
-    assert!(n_pad >= n && thr.len() >= n && flip.len() >= nw);
-    assert!(rows == 0 || (acc.len() >= (rows - 1) * n_pad + n && out.len() >= rows * nw));
+    let nw = crate::epilogue::assert_threshold_rows(acc, rows, (n, n_pad), (thr, flip), out);
     let (ap, tp, op) = (acc.as_ptr(), thr.as_ptr(), out.as_mut_ptr());
     let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     // Lanes of the last, partial group of 8 (all 8 when n is a multiple of 8).

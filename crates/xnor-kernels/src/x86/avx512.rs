@@ -1178,10 +1178,8 @@ pub(crate) unsafe fn threshold_rows(
     flip: &[u64],
     out: &mut [u64],
 ) {
-    let nw = n.div_ceil(64);
+    let nw = crate::epilogue::assert_threshold_rows(acc, rows, (n, n_pad), (thr, flip), out);
     let full = n / 64;
-    assert!(n_pad >= n && thr.len() >= n && flip.len() >= nw);
-    assert!(rows == 0 || (acc.len() >= (rows - 1) * n_pad + n && out.len() >= rows * nw));
     let (ap, tp, op) = (acc.as_ptr(), thr.as_ptr(), out.as_mut_ptr());
     for r in 0..rows {
         // SAFETY: row r holds n values at r * n_pad (asserted); out row r holds nw words.
