@@ -2,11 +2,11 @@
 //!
 //! # Algorithm
 //! Output pixels are the GEMM rows (`M = batch * Ho * Wo`), output channels its columns. Blocks
-//! of at most [`crate::ROW_BLOCK`] output pixels are computed by the micro-kernels of
-//! [`crate::binary_gemm`]:
-//! - with AVX-512 and the per-tap layout, runs of *interior* pixels (receptive field inside the
-//!   image) are read in place, one kernel-row segment of `kw * ceil(Cin / 64)` words each; with
-//!   padding the input is first copied once with zero (+1) borders, so every pixel is interior;
+//! of output pixels (see `epilogue::run`; up to 128 for the fused `Packed` output on one
+//! thread) are computed by the micro-kernels of [`crate::binary_gemm`]:
+//! - with AVX-512 and the per-tap layout, runs of pixels (one per output row) are read in
+//!   place, one kernel-row segment of `kw * ceil(Cin / 64)` words each; with padding the input
+//!   is first copied once with zero (+1) borders, so every window lies inside the copy;
 //! - with AVX-512 and the dense layout, a vectorised im2col (8 pixels per vector) writes a
 //!   word-major buffer the kernel reads with a k stride;
 //! - otherwise (other ISAs) pixels are gathered ("packed im2col") into a per-thread buffer
@@ -132,9 +132,6 @@ impl Geom {
         m
     }
 }
-
-// Row indices within a block are stored as `u8` and per-row pointer arrays hold 32 entries.
-const _: () = assert!(crate::ROW_BLOCK <= 32);
 
 /// Most output rows per block of the fused threshold path on one thread (whole output rows
 /// when they fit): few blocks, and runs of one output row seldom cut by a block's end (for
