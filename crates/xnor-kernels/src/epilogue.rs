@@ -281,7 +281,7 @@ impl LevelThresholds {
     /// When `acc` is shorter than [`LevelThresholds::channels`].
     pub fn levels(&self, acc: &[i32]) -> Vec<i8> {
         let mut out = vec![0i8; crate::reference::int8_stride(self.n)];
-        level_row(&acc[..self.n], self, &mut out);
+        level_row(&acc[..self.n], self, 0, &mut out);
         out
     }
 
@@ -354,13 +354,14 @@ impl LevelThresholds {
     }
 }
 
-/// Writes the int8 levels of one row of accumulators (`acc.len()` channels) into `out`
-/// (`int8_stride(n)` bytes; pad bytes zero). Steps outer, channels inner (64 at a time), so
-/// that the channel loops vectorise.
-pub(crate) fn level_row(acc: &[i32], lt: &LevelThresholds, out: &mut [i8]) {
+/// Writes the int8 levels of channels `from .. n` of one row of accumulators (`n =
+/// acc.len()` channels) into `out` (`int8_stride(n)` bytes; pad bytes zero; bytes before
+/// `from` untouched, for a SIMD caller that did those). Steps outer, channels inner (64 at a
+/// time), so that the channel loops vectorise.
+pub(crate) fn level_row(acc: &[i32], lt: &LevelThresholds, from: usize, out: &mut [i8]) {
     let (steps, width, base, thr, inc) = lt.parts();
     let n = acc.len();
-    for c0 in (0..n).step_by(64) {
+    for c0 in (from..n).step_by(64) {
         let c1 = (c0 + 64).min(n);
         let mut buf = [0i32; 64];
         let v = &mut buf[..c1 - c0];
@@ -404,6 +405,7 @@ fn level_rows(
                 level_row(
                     &acc[r * n_pad..r * n_pad + n],
                     lt,
+                    0,
                     &mut out[r * stride..(r + 1) * stride],
                 );
             }

@@ -368,8 +368,8 @@ pub(crate) unsafe fn row_sums_i8(a: *const i8, s: usize, rows: usize, out: *mut 
 /// Int8 levels of `rows` rows of accumulators (row stride `n_pad`, `n` channels) into rows of
 /// `int8_stride(n)` bytes: per 8 channels the base levels plus each step's increment where
 /// `acc >= t` (`!(t > acc)`: one compare, one and-not, one add per step), narrowed to 8 bytes;
-/// the channels after the last full group of 8 go through the scalar reference, and the pad
-/// bytes are written zero.
+/// the channels after the last full group of 8 and the zero pad bytes go through the scalar
+/// reference.
 ///
 /// # Safety
 /// The CPU must support [`bitpack::Isa::Avx2`]. The slice bounds used are asserted.
@@ -409,13 +409,7 @@ pub(crate) unsafe fn level_rows(
                 _mm_storel_epi64(o.as_mut_ptr().add(c).cast(), b);
             }
         }
-        for c in full..n {
-            let mut v = base[c];
-            for j in 0..steps {
-                v += inc[j * width + c] & -i32::from(a[c] >= thr[j * width + c]);
-            }
-            o[c] = v as i8;
-        }
-        o[n..].fill(0);
+        // The last n % 8 channels and the pad bytes: the scalar reference.
+        crate::epilogue::level_row(a, lt, full, o);
     }
 }
