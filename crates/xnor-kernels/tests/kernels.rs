@@ -128,6 +128,34 @@ fn level_map(rng: &mut Rng, n: usize, k: usize, acc: &[i32]) -> impl Fn(usize, i
     }
 }
 
+/// `f` with one more step per channel at accumulator `at`, in the direction of `f`'s levels
+/// (at 35000 or 40000: beyond `i16`, the `i32` path of the level epilogues).
+fn with_step_at<'a>(f: &'a LevelMap<'a>, at: i32) -> impl Fn(usize, i32) -> i8 + 'a {
+    move |c, a| {
+        let up = f(c, i32::MAX) >= f(c, i32::MIN);
+        f(c, a)
+            + if a < at {
+                0
+            } else if up {
+                1
+            } else {
+                -1
+            }
+    }
+}
+
+/// The levels `f` gives `rows x n` accumulators, in rows of `int8_stride(n)` bytes with zero
+/// pad bytes: what the level epilogues must write.
+fn expected_levels(f: &LevelMap<'_>, acc: &[i32], rows: usize, n: usize) -> Vec<i8> {
+    let stride = reference::int8_stride(n);
+    (0..rows * stride)
+        .map(|j| {
+            let (r, c) = (j / stride, j % stride);
+            if c < n { f(c, acc[r * n + c]) } else { 0 }
+        })
+        .collect()
+}
+
 /// `LevelThresholds::apply_with` (levels of a ready `i32` buffer, e.g. a pooled conv output)
 /// equals the map on every ISA: channel counts around the 16-lane groups and the 4-byte row
 /// padding, odd row counts (the two-row path's single last row), thresholds inside and
@@ -142,28 +170,12 @@ fn level_steps_of_a_buffer_equal_the_map() {
                 .collect();
             let f = level_map(&mut rng, n, 2000, &acc);
             // One more step at 35000 (beyond i16: the i32 path).
-            let far = |c: usize, a: i32| {
-                let up = f(c, i32::MAX) >= f(c, i32::MIN);
-                f(c, a)
-                    + if a < 35_000 {
-                        0
-                    } else if up {
-                        1
-                    } else {
-                        -1
-                    }
-            };
-            let stride = reference::int8_stride(n);
+            let far = with_step_at(&f, 35_000);
             for (i, map) in [&f as &LevelMap<'_>, &far].into_iter().enumerate() {
                 let lt = LevelThresholds::from_monotone(n, (-40_000, 40_000), map).unwrap();
-                let want: Vec<i8> = (0..rows * stride)
-                    .map(|j| {
-                        let (r, c) = (j / stride, j % stride);
-                        if c < n { map(c, acc[r * n + c]) } else { 0 }
-                    })
-                    .collect();
+                let want = expected_levels(map, &acc, rows, n);
                 for isa in Isa::available() {
-                    let mut got = vec![i8::MIN; rows * stride];
+                    let mut got = vec![i8::MIN; want.len()];
                     lt.apply_with(isa, &acc, &mut got).unwrap();
                     assert_eq!(got, want, "n {n} rows {rows} map {i} isa {isa}");
                 }
@@ -195,31 +207,19 @@ fn check_outputs(
     // Level steps twice: thresholds near the accumulators (the AVX-512 two-row `i16` path),
     // and with one more step per channel at 40000 (beyond `i16`: the `i32` path).
     let f = level_map(rng, n, k, want);
-    let far = |c: usize, a: i32| {
-        let up = f(c, i32::MAX) >= f(c, i32::MIN);
-        f(c, a)
-            + if a < 40_000 {
-                0
-            } else if up {
-                1
-            } else {
-                -1
-            }
-    };
+    let far = with_step_at(&f, 40_000);
     let range = (i32::MIN, i32::MAX);
     let maps: [(&LevelMap<'_>, LevelThresholds); 2] = [
         (&f, LevelThresholds::from_monotone(n, range, &f).unwrap()),
-        (&far, LevelThresholds::from_monotone(n, range, far).unwrap()),
+        (
+            &far,
+            LevelThresholds::from_monotone(n, range, &far).unwrap(),
+        ),
     ];
-    let stride = reference::int8_stride(n);
-    let want_levels = |f: &LevelMap<'_>| -> Vec<i8> {
-        (0..m * stride)
-            .map(|i| {
-                let (r, c) = (i / stride, i % stride);
-                if c < n { f(c, want[r * n + c]) } else { 0 }
-            })
-            .collect()
-    };
+    let want_levels: Vec<Vec<i8>> = maps
+        .iter()
+        .map(|(f, _)| expected_levels(*f, want, m, n))
+        .collect();
     for isa in Isa::available() {
         let mut got = vec![i32::MIN; m * n];
         run(isa, Output::I32(&mut got));
@@ -249,8 +249,8 @@ fn check_outputs(
             },
         );
         assert_eq!(bits, want_bits, "{what} packed isa={isa}");
-        for (i, (f, lt)) in maps.iter().enumerate() {
-            let mut lv = vec![i8::MIN; m * stride];
+        for (i, ((_, lt), want_lv)) in maps.iter().zip(&want_levels).enumerate() {
+            let mut lv = vec![i8::MIN; want_lv.len()];
             run(
                 isa,
                 Output::Levels {
@@ -258,7 +258,7 @@ fn check_outputs(
                     out: &mut lv,
                 },
             );
-            assert_eq!(lv, want_levels(f), "{what} levels {i} isa={isa}");
+            assert_eq!(&lv, want_lv, "{what} levels {i} isa={isa}");
         }
     }
 }
