@@ -576,26 +576,25 @@ mod tests {
             }
             for vnni in tiles {
                 let mut got = vec![0i32; rows * n_pad];
-                let args = (a.as_ptr(), s, rows, rowsum.as_ptr(), w.panels.as_ptr());
+                let rows_fn = if vnni {
+                    crate::x86::avx2::int8_rows_vnni
+                } else {
+                    crate::x86::avx2::int8_rows
+                };
                 // SAFETY: AVX2 (and AVX-VNNI for that tile) checked above; a holds rows rows
                 // of s bytes, the panels n_pad / 16 panels of s * 16 bytes, got rows of n_pad.
                 unsafe {
-                    let f = if vnni {
-                        crate::x86::avx2::int8_rows_vnni
-                    } else {
-                        crate::x86::avx2::int8_rows
-                    };
-                    f(
-                        args.0,
-                        args.1,
-                        args.2,
-                        args.3,
-                        args.4,
+                    rows_fn(
+                        a.as_ptr(),
+                        s,
+                        rows,
+                        rowsum.as_ptr(),
+                        w.panels.as_ptr(),
                         n_pad / 16,
                         got.as_mut_ptr(),
                         n_pad,
-                    );
-                }
+                    )
+                };
                 for r in 0..rows {
                     assert_eq!(
                         got[r * n_pad..r * n_pad + n],
