@@ -1005,13 +1005,7 @@ pub(crate) unsafe fn level_rows(
 /// Lanes `c .. m` of 16 from `c` (all when `m >= c + 16`, none when `m <= c`).
 #[inline]
 fn lanes16(m: usize, c: usize) -> __mmask16 {
-    if m >= c + 16 {
-        0xffff
-    } else if m <= c {
-        0
-    } else {
-        ((1u32 << (m - c)) - 1) as u16
-    }
+    lane_bits(0, m as isize - c as isize) as __mmask16
 }
 
 /// [`level_rows`] two rows at a time in `i16` (`S <= 8` steps at least the table's; the
