@@ -1774,7 +1774,7 @@ impl Int8Conv2d {
             parallel,
             // Blocks of about 32 KiB of gathered rows (short rows, e.g. a 1x1 conv's, make
             // many small blocks otherwise).
-            (IM2COL_BYTES / s.max(1) / 96 * 96).clamp(ROW_BLOCK, epilogue::DIRECT_BLOCK),
+            epilogue::rows_within(IM2COL_BYTES, s, epilogue::DIRECT_BLOCK),
             |r0, rows, acc| {
                 if in_place {
                     int8_block(

@@ -615,7 +615,7 @@ fn blocks<T: Send, C, E>(
     let rb = if parallel {
         row_block(m, parallel)
     } else {
-        (BLOCK_VALUES / n_pad.max(1) / 96 * 96).clamp(ROW_BLOCK, direct_rows.max(ROW_BLOCK))
+        rows_within(BLOCK_VALUES, n_pad, direct_rows)
     };
     let body = |(bi, chunk): (usize, &mut [T])| {
         let r0 = bi * rb;
@@ -640,6 +640,13 @@ pub(crate) const DIRECT_BLOCK: usize = 384;
 /// Accumulators per single-threaded block buffer (48 KiB; rows in multiples of 96, a
 /// multiple of every tile height).
 const BLOCK_VALUES: usize = 12 * 1024;
+
+/// Rows of `per_row` units that fit a budget of `budget` units, rounded down to a multiple
+/// of 96 (a multiple of every tile height) and kept within `ROW_BLOCK ..= max`: the
+/// single-threaded block sizes (accumulator buffers, int8 im2col blocks).
+pub(crate) fn rows_within(budget: usize, per_row: usize, max: usize) -> usize {
+    (budget / per_row.max(1) / 96 * 96).clamp(ROW_BLOCK, max.max(ROW_BLOCK))
+}
 
 /// Drives a blocked computation of an `m x n` result into `out`.
 ///
